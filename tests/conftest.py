@@ -1,0 +1,38 @@
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def small_sd():
+    """SD1.x's real architectures (ldm UNetModel at 32 base channels, full CLIP-L text), peaky random weights."""
+    from tsam_ext import sd1
+
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    return sd1.build(model_channels=32, decoder=False, seed=0)
+
+
+@pytest.fixture(scope="session")
+def targets_of(small_sd):
+    """prompt -> (list of RowTarget chunks, cond [1, 77k, 768]) through the real tokenizer and CLIP."""
+    from tsam_ext import sd1
+    from tsam_ext.guidance import ChunkTarget
+    from tsam_ext.text_maps import clip_self_attention, text_target
+
+    cache = {}
+
+    def build(prompt, gamma=3.0, order="reference"):
+        key = (prompt, gamma, order)
+        if key not in cache:
+            chunks = sd1.prompt_chunks(small_sd.tokenizer, prompt)
+            att = clip_self_attention(small_sd.text_model, torch.tensor([c.ids for c in chunks]))
+            targets = tuple(ChunkTarget(text_target(att[k], c.n, gamma, order), 77 * k) for k, c in enumerate(chunks))
+            cache[key] = (targets, small_sd.encode(chunks))
+        return cache[key]
+
+    return build
