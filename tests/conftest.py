@@ -4,6 +4,8 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 
+import webui as _webui  # noqa: E402,F401  (the A1111 stand-in and k-diffusion's samplers, importable)
+
 import pytest
 import torch
 
@@ -36,3 +38,16 @@ def targets_of(small_sd):
         return cache[key]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def webui(small_sd):
+    """The WebUI stand-in with T-SAM installed, over the real architectures."""
+    return _webui.WebUI(_webui.make_sd_model(small_sd))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_webui_state(request):
+    if "webui" in request.fixturenames:
+        _webui.reset_state()
+    yield

@@ -1,0 +1,152 @@
+"""What T-SAM does during one generation of the WebUI (an X/Y/Z cell is a generation of its own).
+
+``start`` (the Script's ``process``) reads the settings, the UI's or the API's with X/Y/Z
+overrides on ``p``, decides whether T-SAM can run, and writes the infotext; a ``Job`` then lives
+on ``p`` until ``finish`` (``postprocess``). ``before_sampling`` (``process_before_every_sampling``)
+steers each sampling pass. A setting that cannot be used, or a model T-SAM cannot guide, gives
+a clear message in the console, the infotext and under the image, and an unguided image.
+"""
+
+from modules import sd_unet, shared
+
+from .. import infotext
+from ..recorder import Recorder, UnsupportedUNet
+from ..schedule import Refinement, make_plan
+from ..settings import NAMES, Settings, SettingsError, from_args
+from .text import TextTargets
+
+ATTR = "tsam_job"       # the Job of this generation, on p
+OVERRIDE = "tsam_"      # X/Y/Z axes set p.tsam_<setting>
+
+
+class Job:
+    def __init__(self, p, settings: Settings):
+        self.p, self.settings = p, settings
+        self.texts = TextTargets(p.sd_model, settings.gamma, settings.gamma_order)
+        self.losses: dict[tuple[int, bool], tuple[float, float]] = {}  # (image index, hires) -> (first, last)
+        self.warnings: list[str] = []
+        self.traces = []  # (image index offset, hires, GuidedPass) per finished pass
+
+    def plan(self, steps: int):
+        s = self.settings
+        return make_plan(steps, s.alpha, s.guided_fraction, Refinement(s.refine_iterations) if s.refine else None)
+
+    def log(self, message: str) -> None:
+        if getattr(shared.opts, "tsam_console_trace", True) or not message.startswith("T-SAM step"):
+            print(message)
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            self.log(f"T-SAM: {message}")
+
+    def end_pass(self, sampling_pass) -> None:
+        guided = sampling_pass.guided
+        if guided is None:
+            return
+        offset = self.p.iteration * self.p.batch_size
+        for image, (first, last) in guided.loss_summary().items():
+            self.losses[(offset + image, sampling_pass.hires)] = (first, last)
+        self.warnings += [w for w in guided.warnings if w not in self.warnings]
+        self.traces.append((offset, sampling_pass.hires, guided))
+
+    def trace_text(self, index: int) -> str | None:
+        parts = [infotext.trace(*self.losses[(index, hires)]) + (" (hires)" if hires else "")
+                 for hires in (False, True) if (index, hires) in self.losses]
+        return "; ".join(parts) or None
+
+    def warning_text(self) -> str | None:
+        return "; ".join(self.warnings) or None
+
+
+def requested(args, p) -> bool:
+    """Whether the user asked for T-SAM, before knowing whether the rest of the arguments are valid."""
+    override = getattr(p, OVERRIDE + "enabled", None)
+    if override is not None:
+        return bool(override)
+    if getattr(p, OVERRIDE + "axis", False):
+        return True
+    first = args[0] if args else False
+    return bool(first.get("enabled")) if isinstance(first, dict) else first is True
+
+
+def settings_for(p, args) -> Settings:
+    """The UI's / API's arguments, then the X/Y/Z overrides on p: a T-SAM value axis turns
+    T-SAM on unless an "[T-SAM] Enabled" axis says otherwise."""
+    overrides = {name: getattr(p, OVERRIDE + name) for name in NAMES if hasattr(p, OVERRIDE + name)}
+    if getattr(p, OVERRIDE + "axis", False):
+        overrides.setdefault("enabled", True)
+    return from_args(args).updated(**overrides)
+
+
+def unsupported(p) -> str | None:
+    """Why T-SAM cannot guide this model / setup, or None."""
+    model = p.sd_model
+    if getattr(shared.cmd_opts, "lowvram", False):
+        return "--lowvram streams the UNet block by block, so no gradient can flow through it (--medvram works)"
+    if getattr(sd_unet, "current_unet", None) is not None:
+        return f"the alternative UNet {sd_unet.current_unet.__class__.__name__} has no attention layers T-SAM can read"
+    if not getattr(model, "is_sd1", False):
+        kind = "SDXL" if getattr(model, "is_sdxl", False) else "SD 2.x" if getattr(model, "is_sd2", False) else "this model type"
+        return f"T-SAM supports SD 1.x checkpoints; {kind} is not supported"
+    try:
+        Recorder(model.model.diffusion_model)
+    except UnsupportedUNet as e:
+        return str(e)
+    return None
+
+
+def refuse(p, reason: str) -> None:
+    message = f"{reason}; this image is generated without T-SAM"
+    print(f"T-SAM: {message}")
+    p.extra_generation_params[infotext.ERROR] = message
+    p.comment(f"T-SAM: {message}")
+
+
+def start(p, *args) -> Job | None:
+    """Decide what T-SAM does in this generation; the Job on p, or None (no hook is installed)."""
+    for key in infotext.all_keys():  # X/Y/Z cells share one extra_generation_params dict
+        p.extra_generation_params.pop(key, None)
+    setattr(p, ATTR, None)
+    try:
+        settings = settings_for(p, args)
+    except SettingsError as e:
+        if requested(args, p):
+            refuse(p, f"invalid setting: {e}")
+        return None
+    if not settings.enabled:
+        return None
+    reason = unsupported(p)
+    if reason is not None:
+        refuse(p, reason)
+        return None
+    job = Job(p, settings)
+    p.extra_generation_params.update(infotext.write(settings))
+    p.extra_generation_params[infotext.TRACE] = lambda index=0, **_: job.trace_text(index)
+    p.extra_generation_params[infotext.WARNING] = lambda **_: job.warning_text()
+    setattr(p, ATTR, job)
+    return job
+
+
+def before_sampling(p) -> None:
+    """Steer the sampling pass about to start (txt2img, img2img, or hires when asked for)."""
+    job = getattr(p, ATTR, None)
+    if job is None or (p.is_hr_pass and not job.settings.hires):
+        return
+    from .sampling import SamplingPass
+
+    try:
+        SamplingPass(job, p, hires=p.is_hr_pass).install()
+    except Exception as e:  # noqa: BLE001 - never lose the generation to T-SAM
+        job.warn(f"guidance could not start: {type(e).__name__}: {e}")
+
+
+def finish(p, processed) -> None:
+    job = getattr(p, ATTR, None)
+    if job is None:
+        return
+    setattr(p, ATTR, None)
+    summary = [f"image {i + 1}{' hires' if hires else ''}: {first:.4f} -> {last:.4f}"
+               for (i, hires), (first, last) in sorted(job.losses.items())]
+    if summary:
+        job.log("T-SAM loss (first -> last guided pass): " + ", ".join(summary))

@@ -1,0 +1,135 @@
+"""Steering one sampling pass of the WebUI: wrappers on this pass's sampler object only.
+
+``install`` runs in ``process_before_every_sampling``, when the pass's sampler exists. It sets
+two instance attributes that shadow the class's methods and die with the sampler:
+- ``sampler.func``, the sampler function: reads how many steps this pass makes from the
+  arguments it receives (img2img and hires count the steps actually run), chains the step
+  callback, and removes both wrappers when sampling ends, however it ends. It keeps the
+  function's signature: the WebUI chooses the arguments it passes by inspecting it;
+- ``sampler.model_wrap_cfg.forward``, the CFG denoiser: on the first model call of a guided
+  step it moves the sampler's own latent ``x`` in place (so the change persists in the
+  sampler's state), then calls whatever forward was there before (other extensions' included).
+"""
+
+import functools
+import inspect
+import types
+
+from modules import devices, prompt_parser, shared
+
+from ..controller import GuidedPass
+from ..guidance import RowTarget
+from ..recorder import Recorder
+from ..samplers import profile_for, step_count
+from ..zspace import unet_input_scale, unet_timestep
+from . import text
+
+
+def _forward_parameters(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
+    """The upstream ``CFGDenoiser.forward`` signature; samplers call ``model(x, sigma, **extra_args)``."""
+
+
+FORWARD = inspect.signature(_forward_parameters)
+
+
+def condition_dict(sd_model, crossattn, image_cond) -> dict:
+    """The cond dict the WebUI's CFG denoiser passes to the UNet (its ``make_condition_dict``)."""
+    if getattr(sd_model.model, "conditioning_key", None) == "crossattn-adm":
+        return {"c_crossattn": [crossattn], "c_adm": image_cond}
+    return {"c_crossattn": [crossattn], "c_concat": [image_cond]}
+
+
+class SamplingPass:
+    """One pass (txt2img, hires or img2img) of one batch under T-SAM."""
+
+    def __init__(self, job, p, hires: bool):
+        self.job, self.p, self.hires = job, p, hires
+        self.sampler = p.sampler
+        self.denoiser = p.sampler.model_wrap_cfg
+        self.schedules = text.schedules(p, hires)
+        job.texts.prepare(t for image in self.schedules for sub in image for _end, t in sub)
+        self.guided: GuidedPass | None = None
+
+    def install(self) -> None:
+        sampler, denoiser = self.sampler, self.denoiser
+        original_func, original_forward = sampler.func, denoiser.forward
+        had_func, had_forward = "func" in vars(sampler), "forward" in vars(denoiser)
+        this = self
+
+        def restore():
+            if had_func:
+                sampler.func = original_func
+            else:
+                vars(sampler).pop("func", None)
+            if had_forward:
+                denoiser.forward = original_forward
+            else:
+                vars(denoiser).pop("forward", None)
+
+        @functools.wraps(original_func)  # the WebUI picks the kwargs it passes from the signature
+        def func(model, x, *args, **kwargs):
+            try:
+                try:
+                    this.start(kwargs)
+                except Exception as e:  # noqa: BLE001 - sample unguided rather than not at all
+                    this.job.warn(f"guidance could not start: {type(e).__name__}: {e}")
+                callback = kwargs.get("callback")
+
+                def step_done(d):
+                    if this.guided is not None:
+                        this.guided.end_step(d)
+                    return None if callback is None else callback(d)
+
+                kwargs["callback"] = step_done
+                return original_func(model, x, *args, **kwargs)
+            finally:
+                restore()
+                this.job.end_pass(this)
+
+        def forward(self_, *args, **kwargs):
+            try:
+                this.maybe_guide(FORWARD.bind(*args, **kwargs).arguments)
+            except Exception as e:  # noqa: BLE001 - an exception here would abort the generation
+                this.guided.stopped = f"{type(e).__name__}: {e}"
+                this.guided.warn(f"guidance stopped: {this.guided.stopped}; the rest of this pass is unguided")
+            return original_forward(*args, **kwargs)
+
+        sampler.func = func
+        denoiser.forward = types.MethodType(forward, denoiser)
+
+    def start(self, kwargs: dict) -> None:
+        steps = step_count(self.sampler.funcname, kwargs, self.denoiser.steps or self.p.steps)
+        profile = profile_for(self.sampler.funcname, bool(self.sampler.config and self.sampler.config.options.get("second_order")))
+        self.guided = GuidedPass(self.job.plan(steps), profile, Recorder(shared.sd_model.model.diffusion_model),
+                                 loss=self.job.settings.loss, smooth=self.job.settings.smoothing,
+                                 should_stop=lambda: shared.state.interrupted or shared.state.skipped,
+                                 keep_maps=self.job.settings.diagnostics, log=self.job.log)
+
+    def maybe_guide(self, args: dict) -> None:
+        if self.guided is None:
+            return
+        step = self.guided.begin_call()
+        if step is None or shared.state.interrupted or shared.state.skipped:
+            return
+        x, sigma, cond, image_cond = args["x"], args["sigma"], args["cond"], args["image_cond"]
+        call = self.denoiser.step
+        conds_list, tensor = prompt_parser.reconstruct_multicond_batch(cond, call)
+        rows: list[RowTarget | None] = [None] * tensor.shape[0]
+        for i, subprompts in enumerate(conds_list):
+            for j, (row, _weight) in enumerate(subprompts):
+                active = text.active_text(self.schedules[i][j], cond.batch[i][j].schedules, call)
+                if active is None:
+                    self.guided.warn("the prompt schedule does not match the conditioning; that prompt is not guided")
+                rows[row] = RowTarget(i, self.job.texts[active] if active is not None else ())
+        inner = self.denoiser.inner_model
+        sd_model = inner.inner_model
+        t = unet_timestep(inner, sigma)
+
+        def run_unet(z_rows, ids):
+            images = [rows[k].image for k in ids]
+            c = {k: v[ids] for k, v in tensor.items()} if isinstance(tensor, dict) else tensor[ids]
+            return sd_model.apply_model(z_rows, t[images], cond=condition_dict(sd_model, c, image_cond[images]))
+
+        outcome = self.guided.guide(x, step, rows, run_unet, unet_input_scale(inner, sigma))
+        if outcome is None:
+            devices.torch_gc()

@@ -1,0 +1,83 @@
+"""The "T-SAM" accordion of txt2img and img2img (gradio 3.41, the WebUI's InputAccordion).
+
+The header checkbox is the enable switch. Visible: gamma, alpha, guided steps, with a live
+line saying which sampling steps that means; advanced settings sit in a collapsed accordion.
+``build`` returns the controls in ``settings.NAMES`` order: that order is the API's.
+"""
+
+import gradio as gr
+
+from modules.ui_components import FormRow, InputAccordion
+
+from .. import infotext
+from ..schedule import REFINE_AT, fraction_of, refinement_steps
+from ..settings import BY_NAME, NAMES
+from .options import default
+
+
+def _slider(name: str, elem_id) -> gr.Slider:
+    f = BY_NAME[name]
+    return gr.Slider(minimum=f.minimum, maximum=f.maximum, step=f.step, value=default(name), label=f.label,
+                     info=f.help, elem_id=elem_id(name))
+
+
+def _checkbox(name: str, elem_id, value=None) -> gr.Checkbox:
+    f = BY_NAME[name]
+    return gr.Checkbox(value=f.default if value is None else value, label=f.label, info=f.help, elem_id=elem_id(name))
+
+
+def _radio(name: str, elem_id) -> gr.Radio:
+    f = BY_NAME[name]
+    return gr.Radio(choices=list(f.choices), value=f.default, label=f.label, info=f.help, elem_id=elem_id(name))
+
+
+def steps_hint(steps, percent, refine) -> str:
+    """What the guided-steps percentage means for the current number of sampling steps."""
+    steps, percent = int(steps or 0), int(percent or 0)
+    guided = fraction_of(steps, percent / 100)
+    text = f"Guides steps 1-{guided} of {steps}" if guided else f"Guides none of the {steps} steps"
+    if refine and guided:
+        points = sorted(refinement_steps(steps, guided, REFINE_AT))
+        text += "; refines at step " + ", ".join(str(s + 1) for s in points)
+    return f"<span class='tsam-hint'>{text}.</span>"
+
+
+def build(script, is_img2img: bool) -> list:
+    elem_id = script.elem_id
+    with InputAccordion(False, label="T-SAM", elem_id=elem_id("enabled")) as enabled:
+        gr.HTML("<p class='tsam-intro'>Keeps every object of the prompt and binds each attribute to its noun, "
+                "by steering the image with the text encoder's own attention "
+                "(<a href='https://arxiv.org/abs/2411.15236' target='_blank'>T-SAM, CVPR 2025</a>).</p>")
+        with FormRow(elem_classes="tsam-row"):
+            gamma = _slider("gamma", elem_id)
+            alpha = _slider("alpha", elem_id)
+        with FormRow(elem_classes="tsam-row"):
+            guided_steps = _slider("guided_steps", elem_id)
+        hint = gr.HTML(steps_hint(20, default("guided_steps"), default("refine")), elem_id=elem_id("hint"))
+        with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
+            with FormRow(elem_classes="tsam-row"):
+                refine = _checkbox("refine", elem_id, default("refine"))
+                refine_iterations = _slider("refine_iterations", elem_id)
+            with FormRow(elem_classes="tsam-row"):
+                loss = _radio("loss", elem_id)
+                gamma_order = _radio("gamma_order", elem_id)
+            with FormRow(elem_classes="tsam-row"):
+                smoothing = _checkbox("smoothing", elem_id)
+                hires = _checkbox("hires", elem_id)
+                diagnostics = _checkbox("diagnostics", elem_id, default("diagnostics"))
+    controls = dict(enabled=enabled, gamma=gamma, alpha=alpha, guided_steps=guided_steps, refine=refine,
+                    refine_iterations=refine_iterations, loss=loss, gamma_order=gamma_order, smoothing=smoothing,
+                    hires=hires, diagnostics=diagnostics)
+    if script.tsam_hint is None:
+        script.tsam_hint = (hint, guided_steps, refine)
+        script.wire_steps_hint()
+    script.infotext_fields = [(enabled, lambda d: infotext.read(d)["enabled"])] + [
+        (controls[name], lambda d, name=name: infotext.read(d).get(name)) for name in NAMES[1:]]
+    script.paste_field_names = list(infotext.KEYS.values())
+    return [controls[name] for name in NAMES]
+
+
+def wire_steps_hint(steps: gr.Slider, hint: gr.HTML, guided_steps: gr.Slider, refine: gr.Checkbox) -> None:
+    """Keep the hint true when the sampling steps, the percentage or refinement change."""
+    for source in (steps, guided_steps, refine):
+        source.change(fn=steps_hint, inputs=[steps, guided_steps, refine], outputs=[hint], show_progress=False)
