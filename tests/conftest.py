@@ -48,6 +48,8 @@ def webui(small_sd):
 
 @pytest.fixture(autouse=True)
 def _fresh_webui_state(request):
+    import k_diffusion.sampling
+    k_diffusion.sampling.torch = torch  # the WebUI (stand-in) points it at a job's seeded RNG
     if "webui" in request.fixturenames:
         _webui.reset_state()
     yield

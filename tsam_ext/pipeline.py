@@ -116,9 +116,13 @@ def generate(model: SD1, prompts: list[str], seeds: list[int], settings: Setting
     kwargs = {}
     if func_name in ("sample_dpmpp_sde", "sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde"):
         kwargs["noise_sampler"] = sampling.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seeds[0])
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seeds[0])  # ancestral samplers' noise
-        latents = getattr(sampling, func_name)(denoiser, x, sigmas, disable=True,
-                                               callback=guided.end_step if guided else None, **kwargs)
+    hijacked, sampling.torch = sampling.torch, torch  # a WebUI in this process may have pointed it at its RNG
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seeds[0])  # ancestral samplers' noise
+            latents = getattr(sampling, func_name)(denoiser, x, sigmas, disable=True,
+                                                   callback=guided.end_step if guided else None, **kwargs)
+    finally:
+        sampling.torch = hijacked
     images = model.decode(latents) if decode and model.decoder is not None else None
     return Generation(latents, images, guided, chunks, rows)

@@ -108,6 +108,9 @@ def build(model_channels: int = 320, decoder: bool = True, seed: int = 0, peaky:
             for p in model.parameters():
                 if p.dim() > 1 and not p.any():  # ldm zero-initialises output layers: make every block live
                     p.copy_(torch.randn_like(p) * 1e-3)
+            for m in model.modules():  # zero norm biases make each output token's mean exactly 0, unlike trained
+                if isinstance(m, (nn.LayerNorm, nn.GroupNorm)) and m.bias is not None:  # weights (and the WebUI's
+                    m.bias.copy_(torch.randn_like(m.bias) * 0.02)                        # emphasis divides by it)
             if peaky:
                 make_peaky(model)
     return model

@@ -78,6 +78,9 @@ class ScriptRunner:
             script.args_from = len(self.inputs)
             controls = script.ui(script.is_img2img)
             script.controls = controls
+            script.args_to = len(self.inputs)
+            if controls is None:
+                continue
             script.name = script.title().lower()
             self.inputs += controls
             script.args_to = len(self.inputs)
