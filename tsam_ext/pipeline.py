@@ -90,8 +90,11 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...], device) -> torch.Ten
 def generate(model: SD1, prompts: list[str], seeds: list[int], settings: Settings | None = None, *,
              negative: str = "", steps: int = 20, cfg_scale: float = 7.5, width: int = 512, height: int = 512,
              sampler: str = "DPM++ 2M", decode: bool = True, keep_maps: bool = False, truncate: bool = True,
-             refinement: Refinement = Refinement(), log=print) -> Generation:
-    """Generate one image per prompt (``seeds[i]`` for prompt i); T-SAM runs when ``settings.enabled``."""
+             refinement: Refinement = Refinement(), log=print, make_pass=GuidedPass) -> Generation:
+    """Generate one image per prompt (``seeds[i]`` for prompt i); T-SAM runs when ``settings.enabled``.
+
+    ``make_pass`` builds the per-pass guidance state (``GuidedPass`` or a subclass with another
+    ``guide``, as the benchmark's reference-strategy baseline)."""
     sampling, external = kdiffusion.load()
     func_name, schedule = SAMPLERS[sampler]
     model_wrap = external.CompVisDenoiser(model)
@@ -109,8 +112,8 @@ def generate(model: SD1, prompts: list[str], seeds: list[int], settings: Setting
         plan = make_plan(step_count(func_name, {"sigmas": sigmas}, steps), settings.alpha, settings.guided_fraction,
                          Refinement(settings.refine_iterations, refinement.extra, refinement.tolerance,
                                     refinement.patience) if settings.refine else None)
-        guided = GuidedPass(plan, profile_for(func_name), Recorder(model.unet), loss=settings.loss,
-                            smooth=settings.smoothing, truncate=truncate, keep_maps=keep_maps, log=log)
+        guided = make_pass(plan, profile_for(func_name), Recorder(model.unet), loss=settings.loss,
+                           smooth=settings.smoothing, truncate=truncate, keep_maps=keep_maps, log=log)
     denoiser = CFGDenoiser(model_wrap, cond, uncond, cfg_scale, guided, rows)
     x = initial_noise(seeds, (4, height // 8, width // 8), model.device) * sigmas[0]
     kwargs = {}
