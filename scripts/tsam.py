@@ -10,12 +10,15 @@ class Script(scripts.Script):
     tsam_steps = None   # the tab's "Sampling steps" slider, once the WebUI has built it
     tsam_hint = None    # (hint, guided steps, refine) of the first ui() call: the page's own
     tsam_wired = False
+    tsam_watching = False
 
     def title(self):
         return "T-SAM"
 
     def show(self, is_img2img):
-        self.on_after_component(self._found_steps, elem_id=f"{'img2img' if is_img2img else 'txt2img'}_steps")
+        if not self.tsam_watching:  # show() runs again for every elem_id(): register once
+            self.tsam_watching = True
+            self.on_after_component(self._found_steps, elem_id=f"{'img2img' if is_img2img else 'txt2img'}_steps")
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img):

@@ -170,7 +170,7 @@ def test_autocast_low_precision_model_computes_the_loss_in_float32(small_sd, tar
     full = guidance_step(z, rows, run_unet, rec, 5.0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = guidance_step(z, rows, run_unet, rec, 5.0, keep_maps=True)
-    assert low.delta.dtype == torch.float32 and low.maps.dtype == torch.float32
+    assert low.delta.dtype == torch.float32 and low.maps[0].dtype == torch.float32 and low.maps[0].shape == (4, 4, 77)
     assert low.losses[0][0] == pytest.approx(full.losses[0][0], rel=0.05)
     cos = torch.nn.functional.cosine_similarity(low.delta.flatten(), full.delta.flatten(), dim=0)
     assert cos > 0.9

@@ -36,7 +36,7 @@ def test_disabled_is_bit_identical_to_not_installed_and_installs_nothing(webui):
                                                     seed=1, steps=6, width=128, height=128, sampler_name="DPM++ 2M")
     w.reset_state()
     without = processing.process_images(p)
-    assert torch.equal(with_ext.images[0], without.images[0])
+    assert torch.equal(with_ext.latents[0], without.latents[0])
     assert with_ext.infotexts == without.infotexts
 
     seen = []
@@ -110,7 +110,7 @@ def test_bad_api_values_give_a_message_and_an_unguided_image(webui, args, messag
     got = params(res.infotexts[0])
     assert message in got["T-SAM error"] and "without T-SAM" in got["T-SAM error"]
     assert message in res.comments
-    assert torch.equal(res.images[0], plain.images[0])
+    assert torch.equal(res.latents[0], plain.latents[0])
 
 
 def test_bad_values_while_disabled_are_ignored(webui):
@@ -157,7 +157,7 @@ def test_out_of_memory_during_guidance_still_gives_an_image(webui, monkeypatch):
     gc_before = devices.gc_calls
     _, res = webui.generate(tsam=dict(enabled=True), prompt=["a black car and a white clock"] * 2, batch_size=2)
     got = params(res.infotexts[0])
-    assert len(res.images) == 2 and all(torch.isfinite(i).all() for i in res.images)
+    assert len(res.latents) == 2 and all(torch.isfinite(i).all() for i in res.latents)
     assert "out of memory" in got["T-SAM warning"] and devices.gc_calls > gc_before
 
 
@@ -184,7 +184,7 @@ def test_non_finite_loss_skips_the_step_and_keeps_the_image(webui, monkeypatch):
     _, res = webui.generate(tsam=dict(enabled=True, refine=False))
     _, plain = webui.generate(tsam=dict(enabled=False))
     assert "not finite" in params(res.infotexts[0])["T-SAM warning"]
-    assert torch.equal(res.images[0], plain.images[0])
+    assert torch.equal(res.latents[0], plain.latents[0])
 
 
 def test_interrupt_during_guidance_stops_at_once_and_returns_the_last_latent(webui, monkeypatch):
@@ -200,7 +200,7 @@ def test_interrupt_during_guidance_stops_at_once_and_returns_the_last_latent(web
     monkeypatch.setattr(guidance, "_loss_and_grad", counting)
     _, res = webui.generate(tsam=dict(enabled=True, refine=True))
     assert len(passes) == 3  # refinement wanted 21 passes at step 1: it stopped at once
-    assert len(res.images) == 1 and torch.isfinite(res.images[0]).all()
+    assert len(res.latents) == 1 and torch.isfinite(res.latents[0]).all()
 
 
 def test_chains_with_another_extensions_denoiser_wrapper(webui):
@@ -272,6 +272,6 @@ def test_errors_inside_a_guided_step_never_abort_the_generation(webui, monkeypat
     monkeypatch.setattr(controller, "guidance_step", broken)
     n = len(errors.reported)
     _, res = webui.generate(tsam=dict(enabled=True))
-    assert len(res.images) == 1 and "unexpected" in params(res.infotexts[0])["T-SAM warning"]
+    assert len(res.latents) == 1 and "unexpected" in params(res.infotexts[0])["T-SAM warning"]
     assert len(errors.reported) == n
     assert infotext.TRACE not in params(res.infotexts[0])

@@ -54,8 +54,8 @@ def run_webui(webui, sampler, **tsam):
     kwargs = dict(prompt=PROMPT, seed=SEED, steps=STEPS, width=SIZE, height=SIZE, sampler_name=sampler, cfg_scale=CFG)
     p, res = webui.generate(tsam=dict(enabled=True, refine=False) | tsam, **kwargs)
     _, plain = webui.generate(tsam=dict(enabled=False), **kwargs)
-    assert (res.images[0] - plain.images[0]).abs().max() > 1e-3
-    return p, res.images[0]
+    assert (res.latents[0] - plain.latents[0]).abs().max() > 1e-3
+    return p, res.latents[0]
 
 
 def k_setup(name):

@@ -106,7 +106,7 @@ def test_batch_of_different_prompts_each_get_their_own_target(webui, monkeypatch
     prompts = ["a black car and a white clock", "a cat", "a dog chasing a red ball"]
     seen, res = guided_rows(webui, monkeypatch, prompt=prompts, batch_size=3)
     assert seen[0][1] == [(0, (7,)), (1, (2,)), (2, (6,))]
-    assert len(res.images) == 3
+    assert len(res.latents) == 3
 
 
 def test_cached_conds_still_get_targets(webui, monkeypatch):
@@ -120,4 +120,4 @@ def test_cached_conds_still_get_targets(webui, monkeypatch):
     second, res2 = guided_rows(webui, monkeypatch)
     assert len(calls) == encoded, "the second run's conds came from the cache"
     assert second == first and len(second) == 6
-    assert torch.equal(res1.images[0], res2.images[0])
+    assert torch.equal(res1.latents[0], res2.latents[0])

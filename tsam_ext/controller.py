@@ -23,7 +23,8 @@ class StepTrace:
     passes: int
     losses: dict[int, list[float]]
     skipped: dict[int, str]
-    maps: torch.Tensor | None = None
+    rows: list[RowTarget]
+    maps: dict[int, torch.Tensor]  # row -> maps [gh, gw, S] of the step's first pass (kept on request)
 
 
 @dataclass
@@ -91,7 +92,7 @@ class GuidedPass:
         x.add_(dx.to(x.dtype))
         if self.profile.evaluates_prediction and self.calls > 1:
             self.pending = dx
-        self.trace.append(StepTrace(step, alpha, out.passes, out.losses, out.skipped, out.maps))
+        self.trace.append(StepTrace(step, alpha, out.passes, out.losses, out.skipped, list(rows), out.maps))
         self._report(step, out)
         return out
 

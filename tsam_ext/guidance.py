@@ -25,9 +25,11 @@ TOO_SHORT = {"reference": "prompt has fewer than 3 tokens (the reference loss ne
 
 @dataclass(frozen=True)
 class ChunkTarget:
-    """T [n, n] of one chunk; ``offset`` is the position of its ``<bos>`` on the cond token axis."""
+    """T [n, n] of one chunk; ``offset`` is the position of its ``<bos>`` on the cond token axis;
+    ``labels`` name its n tokens (for diagnostics)."""
     t: torch.Tensor
     offset: int
+    labels: tuple[str, ...] = ()
 
     @property
     def n(self) -> int:
@@ -58,7 +60,7 @@ class StepOutcome:
     skipped: dict[int, str] = field(default_factory=dict)         # image -> why it was not moved
     passes: int = 0
     interrupted: bool = False
-    maps: torch.Tensor | None = None                                # first pass [R, gh, gw, S]
+    maps: dict[int, torch.Tensor] = field(default_factory=dict)   # row -> its first-pass maps [gh, gw, S]
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -91,7 +93,7 @@ def row_losses(maps: torch.Tensor, rows: Sequence[RowTarget], loss: str, smooth:
 
 def _loss_and_grad(z: torch.Tensor, images: list[int], rows: Sequence[RowTarget], run_unet, recorder: Recorder,
                    loss: str, smooth: bool, truncate: bool):
-    """One forward + backward over ``images``: (loss [k], grad [k, C, h, w], maps) in float32."""
+    """One forward + backward over ``images``: (loss [k], grad [k, C, h, w], {row: maps}) in float32."""
     position = {img: k for k, img in enumerate(images)}
     sel = [i for i, row in enumerate(rows) if row.image in position and row.guided(loss)]
     leaf = z[images].detach().requires_grad_(True)
@@ -101,7 +103,7 @@ def _loss_and_grad(z: torch.Tensor, images: list[int], rows: Sequence[RowTarget]
     owner = torch.tensor([position[rows[i].image] for i in sel], device=per_row.device)
     per_image = per_row.new_zeros(len(images)).index_add(0, owner, per_row)
     grad, = torch.autograd.grad(per_image.sum(), leaf)
-    return per_image.detach(), grad.float(), maps.detach()
+    return per_image.detach(), grad.float(), dict(zip(sel, maps.detach()))
 
 
 def _batched(z, images, rows, run_unet, recorder, loss, smooth, truncate, limit: BatchLimit):
@@ -118,7 +120,8 @@ def _batched(z, images, rows, run_unet, recorder, loss, smooth, truncate, limit:
             limit.images = max(1, size // 2)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-    return tuple(torch.cat(t) for t in zip(*parts))
+    losses, grads, maps = zip(*parts)
+    return torch.cat(losses), torch.cat(grads), {row: m for part in maps for row, m in part.items()}
 
 
 def guidance_step(z: torch.Tensor, rows: Sequence[RowTarget], run_unet: Callable[[torch.Tensor, list[int]], object],
@@ -152,7 +155,7 @@ def guidance_step(z: torch.Tensor, rows: Sequence[RowTarget], run_unet: Callable
                 break
             current = (base + out.delta).to(z.dtype)
             losses, grads, maps = _batched(current, active, rows, run_unet, recorder, loss, smooth, truncate, limit)
-            if keep_maps and out.maps is None:
+            if keep_maps and not out.maps:
                 out.maps = maps
             out.passes += 1
             for k, img in enumerate(list(active)):

@@ -7,9 +7,9 @@ steers each sampling pass. A setting that cannot be used, or a model T-SAM canno
 a clear message in the console, the infotext and under the image, and an unguided image.
 """
 
-from modules import sd_unet, shared
+from modules import images, sd_unet, shared
 
-from .. import infotext
+from .. import diagnostics, infotext
 from ..recorder import Recorder, UnsupportedUNet
 from ..schedule import Refinement, make_plan
 from ..settings import NAMES, Settings, SettingsError, from_args
@@ -142,6 +142,7 @@ def before_sampling(p) -> None:
 
 
 def finish(p, processed) -> None:
+    """End of the generation: the loss summary, and the diagnostics images when asked for."""
     job = getattr(p, ATTR, None)
     if job is None:
         return
@@ -150,3 +151,25 @@ def finish(p, processed) -> None:
                for (i, hires), (first, last) in sorted(job.losses.items())]
     if summary:
         job.log("T-SAM loss (first -> last guided pass): " + ", ".join(summary))
+    if job.settings.diagnostics:
+        add_diagnostics(p, processed, job)
+
+
+def add_diagnostics(p, processed, job: Job) -> None:
+    """One figure per guided image and pass, after the images (so never in a grid): in the
+    gallery and the API's images; saved only when the T-SAM setting says so."""
+    for offset, hires, guided in job.traces:
+        for image in sorted({i for step in guided.trace for i in step.losses}):
+            index = offset + image
+            position = processed.index_of_first_image + index
+            if position >= len(processed.images):
+                continue
+            figure = diagnostics.image_figure(processed.images[position], guided.trace, image, job.settings.smoothing)
+            if figure is None:
+                continue
+            caption = f"T-SAM diagnostics of image {index + 1}" + (" (hires pass)" if hires else "")
+            processed.images.append(figure)
+            processed.infotexts.append(caption)
+            if getattr(shared.opts, "tsam_save_diagnostics", False):
+                images.save_image(figure, p.outpath_samples, "", p.all_seeds[index], p.all_prompts[index],
+                                  shared.opts.samples_format, info=caption, p=p, suffix="-tsam")

@@ -10,6 +10,7 @@ import torch
 
 from modules import devices, prompt_parser, sd_hijack, sd_samplers, shared
 
+from ..diagnostics import token_label
 from ..guidance import CHUNK, ChunkTarget
 from ..text_maps import clip_self_attention, text_target
 
@@ -42,13 +43,24 @@ class TextTargets:
             targets = []
             for index, chunk in enumerate(cs):
                 n = chunk.tokens.index(cm.id_end, 1) - 1
-                targets.append(ChunkTarget(text_target(attentions[k], n, self.gamma, self.order), CHUNK * index))
+                targets.append(ChunkTarget(text_target(attentions[k], n, self.gamma, self.order), CHUNK * index,
+                                           labels(cm.tokenizer, chunk, n)))
                 k += 1
             self.cache[text] = tuple(targets)
 
     def __getitem__(self, text: str) -> tuple[ChunkTarget, ...]:
         self.prepare([text])
         return self.cache[text]
+
+
+def labels(tokenizer, chunk, n: int) -> tuple[str, ...]:
+    """Names of a chunk's n tokens; a textual-inversion embedding's vectors are named after it."""
+    names = [token_label(t) for t in tokenizer.convert_ids_to_tokens(chunk.tokens[1:n + 1])]
+    for offset, embedding in chunk.fixes:
+        for k in range(int(embedding.vectors)):
+            if offset + k < n:
+                names[offset + k] = f"{embedding.name}[{k}]" if embedding.vectors > 1 else embedding.name
+    return tuple(names)
 
 
 def schedules(p, hires: bool) -> list[list[list[list]]]:

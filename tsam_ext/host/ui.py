@@ -5,6 +5,9 @@ line saying which sampling steps that means; advanced settings sit in a collapse
 ``build`` returns the controls in ``settings.NAMES`` order: that order is the API's.
 """
 
+import html
+import json
+
 import gradio as gr
 
 from modules.ui_components import FormRow, InputAccordion
@@ -18,17 +21,26 @@ from .options import default
 def _slider(name: str, elem_id) -> gr.Slider:
     f = BY_NAME[name]
     return gr.Slider(minimum=f.minimum, maximum=f.maximum, step=f.step, value=default(name), label=f.label,
-                     info=f.help, elem_id=elem_id(name))
+                     elem_id=elem_id(name))
 
 
 def _checkbox(name: str, elem_id, value=None) -> gr.Checkbox:
     f = BY_NAME[name]
-    return gr.Checkbox(value=f.default if value is None else value, label=f.label, info=f.help, elem_id=elem_id(name))
+    return gr.Checkbox(value=f.default if value is None else value, label=f.label, elem_id=elem_id(name))
 
 
 def _radio(name: str, elem_id) -> gr.Radio:
     f = BY_NAME[name]
-    return gr.Radio(choices=list(f.choices), value=f.default, label=f.label, info=f.help, elem_id=elem_id(name))
+    return gr.Radio(choices=list(f.choices), value=f.default, label=f.label, elem_id=elem_id(name))
+
+
+def intro(elem_id) -> str:
+    """The accordion's first line; it carries every control's tooltip for javascript/tsam.js."""
+    tooltips = {elem_id(name): BY_NAME[name].help for name in NAMES[1:]}
+    return ("<p class='tsam-intro tsam-tooltips' data-tooltips=\"" + html.escape(json.dumps(tooltips), quote=True) + "\">"
+            "Keeps every object of the prompt and binds each attribute to its noun, by steering the image with the "
+            "text encoder's own attention (<a href='https://arxiv.org/abs/2411.15236' target='_blank'>T-SAM, "
+            "CVPR 2025</a>). Hover a control for what it does.</p>")
 
 
 def steps_hint(steps, percent, refine) -> str:
@@ -45,18 +57,19 @@ def steps_hint(steps, percent, refine) -> str:
 def build(script, is_img2img: bool) -> list:
     elem_id = script.elem_id
     with InputAccordion(False, label="T-SAM", elem_id=elem_id("enabled")) as enabled:
-        gr.HTML("<p class='tsam-intro'>Keeps every object of the prompt and binds each attribute to its noun, "
-                "by steering the image with the text encoder's own attention "
-                "(<a href='https://arxiv.org/abs/2411.15236' target='_blank'>T-SAM, CVPR 2025</a>).</p>")
+        gr.HTML(intro(elem_id))
         with FormRow(elem_classes="tsam-row"):
             gamma = _slider("gamma", elem_id)
             alpha = _slider("alpha", elem_id)
         with FormRow(elem_classes="tsam-row"):
             guided_steps = _slider("guided_steps", elem_id)
-        hint = gr.HTML(steps_hint(20, default("guided_steps"), default("refine")), elem_id=elem_id("hint"))
+        later = {}  # refine is built below; the hint's value is recomputed on every page load
+        hint = gr.HTML(lambda: steps_hint(getattr(script.tsam_steps, "value", 20), guided_steps.value,
+                                          later["refine"].value if later else default("refine")),
+                       elem_id=elem_id("hint"))
         with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
             with FormRow(elem_classes="tsam-row"):
-                refine = _checkbox("refine", elem_id, default("refine"))
+                refine = later["refine"] = _checkbox("refine", elem_id, default("refine"))
                 refine_iterations = _slider("refine_iterations", elem_id)
             with FormRow(elem_classes="tsam-row"):
                 loss = _radio("loss", elem_id)

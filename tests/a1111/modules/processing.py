@@ -1,11 +1,14 @@
 """Mirrors modules/processing.py: ``StableDiffusionProcessingTxt2Img`` (with hires fix) /
 ``...Img2Img``, ``process_images`` (hook order, ``torch.no_grad``, persistent cond cache shared
 by all jobs, per-batch conds), ``create_infotext`` and ``Processed``. The stand-in has no VAE:
-the "images" are the final latents, and img2img takes ``init_latent`` directly."""
+``decode`` maps a latent to a PIL image by a fixed projection, ``Processed.latents`` keeps the
+final latents for tests, and img2img takes ``init_latent`` directly."""
 
 import re
 
+import numpy as np
 import torch
+from PIL import Image
 
 from modules import devices, infotext_utils, prompt_parser, rng, scripts, sd_hijack, sd_samplers, shared
 from modules.shared import opts, state
@@ -34,6 +37,7 @@ class StableDiffusionProcessing:
         self.iteration = 0
         self.s_min_uncond = 0.0
         self.hr_scheduler = None
+        self.outpath_samples = "outputs/txt2img-images"
 
     @property
     def sd_model(self):
@@ -152,10 +156,16 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
 
 
 class Processed:
-    def __init__(self, p, images, infotexts):
-        self.images, self.infotexts = images, infotexts
+    def __init__(self, p, images, infotexts, latents=None):
+        self.images, self.infotexts, self.latents = images, infotexts, latents
         self.prompt, self.seed, self.comments = p.prompt, p.seed, "".join(f"{c}\n" for c in p.comments)
-        self.extra_images = []
+        self.index_of_first_image = 0
+
+
+def decode(latent: torch.Tensor) -> Image.Image:
+    """Stand-in VAE: the first three latent channels, squashed to 0..255, upscaled 8x."""
+    rgb = ((latent[:3].float().tanh() + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(np.ascontiguousarray(rgb)).resize((latent.shape[2] * 8, latent.shape[1] * 8), Image.NEAREST)
 
 
 def create_infotext(p, all_prompts, all_seeds, all_subseeds, comments=None, iteration=0, position_in_batch=0,
@@ -183,7 +193,7 @@ def process_images(p) -> Processed:
     p.all_seeds = [int(p.seed) + i for i in range(len(p.all_prompts))]
     p.all_subseeds = list(p.all_seeds)
     p.scripts.process(p)
-    images, infotexts = [], []
+    images, infotexts, latents = [], [], []
     with torch.no_grad():
         p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
         for n in range(p.n_iter):
@@ -210,9 +220,10 @@ def process_images(p) -> Processed:
             samples = ps.samples
             devices.test_for_nans(samples, "unet")
             for i, sample in enumerate(samples):
-                images.append(sample)
+                latents.append(sample)
+                images.append(decode(sample))
                 infotexts.append(create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds, iteration=n, position_in_batch=i))
             state.nextjob()
-    res = Processed(p, images, infotexts)
+    res = Processed(p, images, infotexts, latents)
     p.scripts.postprocess(p, res)
     return res
