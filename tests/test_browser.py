@@ -141,6 +141,18 @@ def test_every_control_has_its_plain_words_tooltip(ui):
         expect(label).to_have_attribute("title", BY_NAME[name].help)
 
 
+def test_preview_renders_t_for_the_prompt_box(ui, webui):
+    """webui: a loaded model (the stand-in over the real CLIP) for the preview to use."""
+    page, tab, expect = ui
+    _enable(page, tab, expect)
+    tab.locator("#txt2img_prompt textarea").fill("a black car and a white clock")
+    image = _control(page, tab, "preview_image")
+    expect(image).to_be_hidden()
+    _control(page, tab, "preview").click()
+    expect(image.locator("img")).to_be_visible(timeout=20_000)
+    assert image.locator("img").evaluate("img => img.naturalWidth") > 200
+
+
 def test_unticking_the_header_sends_disabled(ui):
     page, tab, expect = ui
     _enable(page, tab, expect)

@@ -58,6 +58,7 @@ class Txt2ImgPage:
             with gr.Row(equal_height=False):
                 with gr.Column(elem_id="txt2img_settings"):
                     prompt = gr.Textbox(label="Prompt", lines=2, elem_id="txt2img_prompt")
+                    self.runner.component_created("txt2img_prompt", prompt)
                     steps = gr.Slider(minimum=1, maximum=150, step=1, value=20, label="Sampling steps",
                                       elem_id="txt2img_steps")
                     self.runner.component_created("txt2img_steps", steps)

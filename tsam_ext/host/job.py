@@ -80,12 +80,18 @@ def settings_for(p, args) -> Settings:
 
 
 def unsupported(p) -> str | None:
-    """Why T-SAM cannot guide this model / setup, or None."""
-    model = p.sd_model
+    """Why T-SAM cannot guide this generation, or None."""
     if getattr(shared.cmd_opts, "lowvram", False):
         return "--lowvram streams the UNet block by block, so no gradient can flow through it (--medvram works)"
     if getattr(sd_unet, "current_unet", None) is not None:
         return f"the alternative UNet {sd_unet.current_unet.__class__.__name__} has no attention layers T-SAM can read"
+    return unsupported_model(p.sd_model)
+
+
+def unsupported_model(model) -> str | None:
+    """Why T-SAM cannot read this checkpoint's attention, or None."""
+    if model is None:
+        return "no model is loaded"
     if not getattr(model, "is_sd1", False):
         kind = "SDXL" if getattr(model, "is_sdxl", False) else "SD 2.x" if getattr(model, "is_sd2", False) else "this model type"
         return f"T-SAM supports SD 1.x checkpoints; {kind} is not supported"

@@ -54,7 +54,47 @@ def steps_hint(steps, percent, refine) -> str:
     return f"<span class='tsam-hint'>{text}.</span>"
 
 
+class Links:
+    """Events between the tab's own components (its "Sampling steps" slider and prompt box) and
+    T-SAM's controls, each wired once, as soon as both ends exist: the WebUI may build either
+    first, and the API builds T-SAM's controls again (in a throwaway gr.Blocks) for every request."""
+
+    def __init__(self):
+        self.host: dict[str, gr.components.Component] = {}
+        self.ours: dict | None = None
+        self.wired: set[str] = set()
+
+    def host_component(self, name: str, component) -> None:
+        self.host[name] = component
+        self._wire()
+
+    def controls(self, **ours) -> None:
+        if self.ours is None:  # the first ui() call builds the page; later ones are the API's
+            self.ours = ours
+            self._wire()
+
+    def steps(self) -> int:
+        return getattr(self.host.get("steps"), "value", 20)
+
+    def _wire(self) -> None:
+        if self.ours is None:
+            return
+        o = self.ours
+        if "steps" in self.host and "steps" not in self.wired:
+            self.wired.add("steps")
+            for source in (self.host["steps"], o["guided_steps"], o["refine"]):
+                source.change(fn=steps_hint, inputs=[self.host["steps"], o["guided_steps"], o["refine"]],
+                              outputs=[o["hint"]], show_progress=False)
+        if "prompt" in self.host and "prompt" not in self.wired:
+            self.wired.add("prompt")
+            from .preview import preview
+            o["preview_button"].click(fn=lambda text, g, order: gr.update(value=preview(text, g, order), visible=True),
+                                      inputs=[self.host["prompt"], o["gamma"], o["gamma_order"]],
+                                      outputs=[o["preview_image"]], show_progress=False)
+
+
 def build(script, is_img2img: bool) -> list:
+    """The accordion; ``script.links`` (a ``Links``) connects it to the tab's own components."""
     elem_id = script.elem_id
     with InputAccordion(False, label="T-SAM", elem_id=elem_id("enabled")) as enabled:
         gr.HTML(intro(elem_id))
@@ -64,9 +104,13 @@ def build(script, is_img2img: bool) -> list:
         with FormRow(elem_classes="tsam-row"):
             guided_steps = _slider("guided_steps", elem_id)
         later = {}  # refine is built below; the hint's value is recomputed on every page load
-        hint = gr.HTML(lambda: steps_hint(getattr(script.tsam_steps, "value", 20), guided_steps.value,
+        hint = gr.HTML(lambda: steps_hint(script.links.steps(), guided_steps.value,
                                           later["refine"].value if later else default("refine")),
                        elem_id=elem_id("hint"))
+        with FormRow(elem_classes="tsam-row"):
+            preview_button = gr.Button("Preview T for the prompt", elem_id=elem_id("preview"), size="sm")
+        preview_image = gr.Image(label="T: what each token binds to", show_label=True, interactive=False,
+                                 visible=False, type="pil", elem_id=elem_id("preview_image"))
         with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
             with FormRow(elem_classes="tsam-row"):
                 refine = later["refine"] = _checkbox("refine", elem_id, default("refine"))
@@ -81,16 +125,9 @@ def build(script, is_img2img: bool) -> list:
     controls = dict(enabled=enabled, gamma=gamma, alpha=alpha, guided_steps=guided_steps, refine=refine,
                     refine_iterations=refine_iterations, loss=loss, gamma_order=gamma_order, smoothing=smoothing,
                     hires=hires, diagnostics=diagnostics)
-    if script.tsam_hint is None:
-        script.tsam_hint = (hint, guided_steps, refine)
-        script.wire_steps_hint()
+    script.links.controls(hint=hint, guided_steps=guided_steps, refine=refine, gamma=gamma, gamma_order=gamma_order,
+                          preview_button=preview_button, preview_image=preview_image)
     script.infotext_fields = [(enabled, lambda d: infotext.read(d)["enabled"])] + [
         (controls[name], lambda d, name=name: infotext.read(d).get(name)) for name in NAMES[1:]]
     script.paste_field_names = list(infotext.KEYS.values())
     return [controls[name] for name in NAMES]
-
-
-def wire_steps_hint(steps: gr.Slider, hint: gr.HTML, guided_steps: gr.Slider, refine: gr.Checkbox) -> None:
-    """Keep the hint true when the sampling steps, the percentage or refinement change."""
-    for source in (steps, guided_steps, refine):
-        source.change(fn=steps_hint, inputs=[steps, guided_steps, refine], outputs=[hint], show_progress=False)

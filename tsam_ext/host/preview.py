@@ -1,0 +1,42 @@
+"""T for the prompt in the prompt box, before generating: the loaded text encoder only, no sampling.
+
+Each AND sub-prompt and each 77-token chunk gets its own heatmap (chunks never mix); prompt
+editing and alternation show the text of the first sampling step; extra-network tags are removed
+as the WebUI does.
+"""
+
+import gradio as gr
+
+from modules import extra_networks, prompt_parser, shared
+
+from .. import diagnostics
+from .job import unsupported_model
+from .text import TextTargets
+
+
+def first_step_texts(prompt: str) -> list[str]:
+    """The sub-prompts of ``prompt`` as the first sampling step sees them."""
+    prompt = extra_networks.parse_prompts([prompt])[0][0]
+    _, subprompts, _ = prompt_parser.get_multicond_prompt_list([prompt])
+    # enough steps that "[a:b:0.3]" keeps its first part (with 1 step every switch would be at step 0)
+    schedules = prompt_parser.get_learned_conditioning_prompt_schedules(list(subprompts), 1000)
+    return [schedule[0][1] for schedule in schedules]
+
+
+def preview(prompt: str, gamma, order: str):
+    """A PIL image of T for every chunk of every sub-prompt; raises gr.Error with a reason instead."""
+    reason = unsupported_model(shared.sd_model)
+    if reason:
+        raise gr.Error(f"T-SAM preview: {reason}")
+    targets = TextTargets(shared.sd_model, float(gamma), order)
+    texts = first_step_texts(prompt or "")
+    targets.prepare(texts)
+    panels = []
+    for k, text in enumerate(texts):
+        chunks = targets[text]
+        for c, chunk in enumerate(chunks):
+            where = (f"sub-prompt {k + 1}, " if len(texts) > 1 else "") + (f"chunk {c + 1}, " if len(chunks) > 1 else "")
+            panels.append(diagnostics.heatmap(chunk.t, list(chunk.labels), f"T ({where}gamma {float(gamma):g}, {order} order)"))
+    if not any(c.n for t in texts for c in targets[t]):
+        raise gr.Error("T-SAM preview: the prompt has no tokens")
+    return diagnostics.stack(panels)
