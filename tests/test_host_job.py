@@ -275,3 +275,13 @@ def test_errors_inside_a_guided_step_never_abort_the_generation(webui, monkeypat
     assert len(res.latents) == 1 and "unexpected" in params(res.infotexts[0])["T-SAM warning"]
     assert len(errors.reported) == n
     assert infotext.TRACE not in params(res.infotexts[0])
+
+
+@pytest.mark.parametrize("prompt", ["", "cat", "a cat"])
+def test_too_short_prompts_say_so_and_give_the_normal_image(webui, prompt):
+    _, res = webui.generate(tsam=dict(enabled=True, refine=False), prompt=prompt, steps=4)
+    _, plain = webui.generate(tsam=dict(enabled=False), prompt=prompt, steps=4)
+    warning = params(res.infotexts[0])["T-SAM warning"]
+    assert warning.startswith("image 1: prompt has fewer than 3 tokens") and "not guided" in warning
+    assert warning.count("image 1") == 1
+    assert torch.equal(res.latents[0], plain.latents[0])

@@ -73,61 +73,51 @@ def guide_x(oracle, inner, x, sigma, i, plan):
     return x + dz / c_in
 
 
-def test_euler_first_order_with_refinement(webui):
-    _, image = run_webui(webui, "Euler", refine=True, refine_iterations=3)
-    oracle = Oracle({"refine": Refinement(3)})
-    inner, sigmas, r = k_setup("Euler")
+def k_oracle(name, update, settings=None):
+    """A k-diffusion sampler written out by hand: guide step i's latent, then ``update``."""
+    oracle = Oracle(settings)
+    inner, sigmas, r = k_setup(name)
     plan = oracle.plan(STEPS)
     x = r.next() * sigmas[0]
     with torch.no_grad():
         for i in range(STEPS):
-            s = sigmas[i:i + 1]
             if i < plan.guided:
-                x = guide_x(oracle, inner, x, s, i, plan)
-            d = (x - oracle.cfg(inner, x, s)) / s
-            x = x + d * (sigmas[i + 1] - s)
-    torch.testing.assert_close(image, x[0], atol=1e-4, rtol=1e-4)
+                x = guide_x(oracle, inner, x, sigmas[i:i + 1], i, plan)
+            x = update(lambda latent, sigma: oracle.cfg(inner, latent, sigma), x, sigmas[i:i + 1], sigmas[i + 1:i + 2], r)
+    return x[0]
+
+
+def test_euler_first_order_with_refinement(webui):
+    _, image = run_webui(webui, "Euler", refine=True, refine_iterations=3)
+
+    def euler(cfg, x, s, s_next, r):
+        return x + (x - cfg(x, s)) / s * (s_next - s)
+
+    torch.testing.assert_close(image, k_oracle("Euler", euler, {"refine": Refinement(3)}), atol=1e-4, rtol=1e-4)
 
 
 def test_heun_second_order_guides_the_first_evaluation_only(webui):
     _, image = run_webui(webui, "Heun")
-    oracle = Oracle()
-    inner, sigmas, r = k_setup("Heun")
-    plan = oracle.plan(STEPS)
-    x = r.next() * sigmas[0]
-    with torch.no_grad():
-        for i in range(STEPS):
-            s, s_next = sigmas[i:i + 1], sigmas[i + 1:i + 2]
-            if i < plan.guided:
-                x = guide_x(oracle, inner, x, s, i, plan)
-            d = (x - oracle.cfg(inner, x, s)) / s
-            dt = s_next - s
-            if s_next == 0:
-                x = x + d * dt
-            else:
-                x2 = x + d * dt
-                d2 = (x2 - oracle.cfg(inner, x2, s_next)) / s_next
-                x = x + (d + d2) / 2 * dt
-    torch.testing.assert_close(image, x[0], atol=1e-4, rtol=1e-4)
+
+    def heun(cfg, x, s, s_next, r):
+        d = (x - cfg(x, s)) / s
+        if s_next == 0:
+            return x + d * (s_next - s)
+        x2 = x + d * (s_next - s)  # the second evaluation, on a derived latent: not guided
+        return x + (d + (x2 - cfg(x2, s_next)) / s_next) / 2 * (s_next - s)
+
+    torch.testing.assert_close(image, k_oracle("Heun", heun), atol=1e-4, rtol=1e-4)
 
 
 def test_euler_ancestral(webui):
     _, image = run_webui(webui, "Euler a")
-    oracle = Oracle()
-    inner, sigmas, r = k_setup("Euler a")
-    plan = oracle.plan(STEPS)
-    x = r.next() * sigmas[0]
-    with torch.no_grad():
-        for i in range(STEPS):
-            s = sigmas[i:i + 1]
-            if i < plan.guided:
-                x = guide_x(oracle, inner, x, s, i, plan)
-            denoised = oracle.cfg(inner, x, s)
-            down, up = sampling.get_ancestral_step(sigmas[i], sigmas[i + 1], eta=1.0)
-            x = x + (x - denoised) / s * (down - s)
-            if sigmas[i + 1] > 0:
-                x = x + r.next() * up
-    torch.testing.assert_close(image, x[0], atol=1e-4, rtol=1e-4)
+
+    def euler_ancestral(cfg, x, s, s_next, r):
+        down, up = sampling.get_ancestral_step(s[0], s_next[0], eta=1.0)
+        x = x + (x - cfg(x, s)) / s * (down - s)
+        return x + r.next() * up if s_next > 0 else x
+
+    torch.testing.assert_close(image, k_oracle("Euler a", euler_ancestral), atol=1e-4, rtol=1e-4)
 
 
 def test_ddim_timesteps_sampler(webui):

@@ -103,7 +103,9 @@ class GuidedPass:
 
     def _report(self, step: int, out: StepOutcome) -> None:
         for img, reason in sorted(out.skipped.items()):
-            if reason not in TOO_SHORT.values():
+            if reason in TOO_SHORT.values():  # the same at every step: say it once
+                self.warn(f"image {img + 1}: {reason}; nothing to bind, so it is not guided")
+            else:
                 self.warn(f"image {img + 1}, step {step + 1}: {reason}; step skipped")
         if out.losses:
             first = sum(h[0] for h in out.losses.values())

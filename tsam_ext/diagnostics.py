@@ -5,6 +5,10 @@ Matrices are [n, n] with token i at index i-1 (``<bos>`` dropped); maps are [gh,
 77-token chunk positions (0 = ``<bos>``).
 """
 
+import functools
+import importlib.util
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,7 +28,14 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return (_VIRIDIS[lo] * (1 - t) + _VIRIDIS[lo + 1] * t).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=1)
 def _font():
+    """DejaVu Sans from matplotlib's data (shipped with the WebUI; not imported), else PIL's bitmap font."""
+    spec = importlib.util.find_spec("matplotlib")
+    if spec and spec.submodule_search_locations:
+        path = os.path.join(list(spec.submodule_search_locations)[0], "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
+        if os.path.exists(path):
+            return ImageFont.truetype(path, 13)
     return ImageFont.load_default()
 
 
@@ -43,10 +54,10 @@ def heatmap(matrix, labels: list[str], title: str, lower_only: bool = True) -> I
     its own maximum: T's first row is always 1 and would otherwise darken the rest."""
     m = torch.as_tensor(matrix, dtype=torch.float32).cpu().numpy()
     n = m.shape[0]
-    cell = 36 if n <= 12 else 24 if n <= 30 else 12
+    cell = 40 if n <= 12 else 24 if n <= 30 else 14
     label_w = max([_text_size(s)[0] for s in labels] + [10]) + 6
-    top = 18 + label_w
-    img = Image.new("RGB", (label_w + n * cell + 8, top + n * cell + 8), BACKGROUND)
+    top = 24 + label_w
+    img = Image.new("RGB", (max(label_w + n * cell + 8, _text_size(title)[0] + 8), top + n * cell + 8), BACKGROUND)
     draw = ImageDraw.Draw(img)
     draw.text((4, 2), title, fill=INK, font=_font())
     if n:
@@ -58,9 +69,11 @@ def heatmap(matrix, labels: list[str], title: str, lower_only: bool = True) -> I
         img.paste(block, (label_w, top))
     for i, label in enumerate(labels):
         w, h = _text_size(label)
-        draw.text((label_w - w - 4, top + i * cell + (cell - h) // 2), label, fill=INK, font=_font())
-        column = Image.new("RGB", (w + 2, h + 4), BACKGROUND)
-        ImageDraw.Draw(column).text((1, 0), label, fill=INK, font=_font())
+        upper = _font().getbbox(label)[1]
+        draw.text((label_w - w - 4, top + i * cell + (cell - h) // 2 - upper), label, fill=INK, font=_font())
+        left, upper, _, _ = _font().getbbox(label)
+        column = Image.new("RGB", (w + 4, h + 6), BACKGROUND)
+        ImageDraw.Draw(column).text((2 - left, 3 - upper), label, fill=INK, font=_font())
         column = column.rotate(90, expand=True)
         img.paste(column, (label_w + i * cell + (cell - column.width) // 2, top - column.height - 2))
     return img
@@ -78,11 +91,11 @@ def token_maps(image: Image.Image, maps, positions: list[int], labels: list[str]
         tiles.append(Image.blend(base, Image.fromarray(colormap(up.numpy())), 0.55))
     cols = max(1, min(len(tiles), 8))
     rows = (len(tiles) + cols - 1) // cols
-    img = Image.new("RGB", (cols * (size + 6) + 6, 18 + rows * (size + 20)), BACKGROUND)
+    img = Image.new("RGB", (cols * (size + 6) + 6, 22 + rows * (size + 22)), BACKGROUND)
     draw = ImageDraw.Draw(img)
     draw.text((4, 2), title, fill=INK, font=_font())
     for k, (tile, label) in enumerate(zip(tiles, labels)):
-        x, y = 6 + (k % cols) * (size + 6), 18 + (k // cols) * (size + 20)
+        x, y = 6 + (k % cols) * (size + 6), 22 + (k // cols) * (size + 22)
         img.paste(tile, (x, y))
         draw.text((x + 2, y + size + 3), label, fill=INK, font=_font())
     return img
@@ -137,7 +150,7 @@ def stack(images: list[Image.Image], horizontal: bool = False, gap: int = 8) -> 
 
 
 def captioned(image: Image.Image, caption: str) -> Image.Image:
-    out = Image.new("RGB", (image.width, image.height + 18), BACKGROUND)
+    out = Image.new("RGB", (max(image.width, _text_size(caption)[0] + 8), image.height + 20), BACKGROUND)
     out.paste(image, (0, 0))
     ImageDraw.Draw(out).text((4, image.height + 3), caption, fill=INK, font=_font())
     return out

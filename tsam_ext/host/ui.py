@@ -109,7 +109,7 @@ def build(script, is_img2img: bool) -> list:
                        elem_id=elem_id("hint"))
         with FormRow(elem_classes="tsam-row"):
             preview_button = gr.Button("Preview T for the prompt", elem_id=elem_id("preview"), size="sm")
-        preview_image = gr.Image(label="T: what each token binds to", show_label=True, interactive=False,
+        preview_image = gr.Image(label="T: what each token binds to", show_label=False, interactive=False,
                                  visible=False, type="pil", elem_id=elem_id("preview_image"))
         with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
             with FormRow(elem_classes="tsam-row"):
