@@ -13,9 +13,12 @@ from tsam_ext.host import preview
 
 
 def test_preview_shows_one_panel_per_chunk_and_subprompt(webui):
+    titles = [t for t, _ in preview.panels("a cat BREAK a black dog AND a red ball <lora:style:0.8>", 2.5, "paper")]
+    assert titles == ["T (sub-prompt 1, chunk 1, gamma 2.5, paper order)", "T (sub-prompt 1, chunk 2, gamma 2.5, paper order)",
+                      "T (sub-prompt 2, gamma 2.5, paper order)"]
     one = preview.preview("a black car and a white clock", 3, "reference")
-    split = preview.preview("a cat BREAK a black dog AND a red ball <lora:style:0.8>", 3, "reference")
-    assert isinstance(one, Image.Image) and split.height > 2.5 * one.height * 0.6  # three heatmaps stacked
+    assert isinstance(one, Image.Image) and [t for t, _ in preview.panels("a black car", 3, "reference")] == [
+        "T (gamma 3, reference order)"]
     assert preview.first_step_texts("a [cat:dog:0.5] AND a [red|blue] ball <lora:x:1>") == ["a cat", " a red ball"]
 
 

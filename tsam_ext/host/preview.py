@@ -23,20 +23,26 @@ def first_step_texts(prompt: str) -> list[str]:
     return [schedule[0][1] for schedule in schedules]
 
 
-def preview(prompt: str, gamma, order: str):
-    """A PIL image of T for every chunk of every sub-prompt; raises gr.Error with a reason instead."""
+def panels(prompt: str, gamma, order: str) -> list[tuple[str, "diagnostics.Image.Image"]]:
+    """(title, heatmap of T) for every chunk of every sub-prompt; raises gr.Error with a reason instead."""
     reason = unsupported_model(shared.sd_model)
     if reason:
         raise gr.Error(f"T-SAM preview: {reason}")
     targets = TextTargets(shared.sd_model, float(gamma), order)
     texts = first_step_texts(prompt or "")
     targets.prepare(texts)
-    panels = []
+    if not any(chunk.n for text in texts for chunk in targets[text]):
+        raise gr.Error("T-SAM preview: the prompt has no tokens")
+    out = []
     for k, text in enumerate(texts):
         chunks = targets[text]
         for c, chunk in enumerate(chunks):
             where = (f"sub-prompt {k + 1}, " if len(texts) > 1 else "") + (f"chunk {c + 1}, " if len(chunks) > 1 else "")
-            panels.append(diagnostics.heatmap(chunk.t, list(chunk.labels), f"T ({where}gamma {float(gamma):g}, {order} order)"))
-    if not any(c.n for t in texts for c in targets[t]):
-        raise gr.Error("T-SAM preview: the prompt has no tokens")
-    return diagnostics.stack(panels)
+            title = f"T ({where}gamma {float(gamma):g}, {order} order)"
+            out.append((title, diagnostics.heatmap(chunk.t, list(chunk.labels), title)))
+    return out
+
+
+def preview(prompt: str, gamma, order: str):
+    """The panels, one under another: the picture the Preview button shows."""
+    return diagnostics.stack([image for _, image in panels(prompt, gamma, order)])
