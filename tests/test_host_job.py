@@ -285,3 +285,53 @@ def test_too_short_prompts_say_so_and_give_the_normal_image(webui, prompt):
     assert warning.startswith("image 1: prompt has fewer than 3 tokens") and "not guided" in warning
     assert warning.count("image 1") == 1
     assert torch.equal(res.latents[0], plain.latents[0])
+
+
+def test_images_per_guidance_pass_setting_is_honoured(webui, monkeypatch):
+    real, sizes = shared.sd_model.apply_model, []
+
+    def counting(x, t, cond, **kw):
+        if torch.is_grad_enabled():
+            sizes.append(x.shape[0])
+        return real(x, t, cond, **kw)
+
+    monkeypatch.setattr(shared.sd_model, "apply_model", counting)
+    shared.opts.tsam_max_batch = 1
+    try:
+        webui.generate(tsam=dict(enabled=True, refine=False), prompt=["a black car and a white clock", "a dog on a red mat"],
+                       batch_size=2, steps=3)
+    finally:
+        del shared.opts.data["tsam_max_batch"]
+    assert sizes and set(sizes) == {1}
+    sizes.clear()
+    webui.generate(tsam=dict(enabled=True, refine=False), prompt=["a black car and a white clock", "a dog on a red mat"],
+                   batch_size=2, steps=3)
+    assert set(sizes) == {2}
+
+
+def test_text_targets_follow_a_checkpoint_switch(webui):
+    from tsam_ext.host.job import Job
+    from tsam_ext.settings import Settings
+
+    job = Job(processing.StableDiffusionProcessingTxt2Img(), Settings(enabled=True))
+    model = shared.sd_model
+    first = job.texts_for(model)
+    assert job.texts_for(model) is first
+    model.sd_model_hash = "another"  # weights swapped into the same object
+    try:
+        assert job.texts_for(model) is not first
+    finally:
+        model.sd_model_hash = "b833ab4e10"
+
+
+def test_a_forward_called_in_an_unexpected_way_still_samples(webui, monkeypatch):
+    """Another extension calling the denoiser with arguments T-SAM cannot read: no guidance, an image."""
+    from tsam_ext.host import sampling as host_sampling
+
+    class Unreadable:
+        def bind(self, *args, **kwargs):
+            raise TypeError("missing a required argument: 'cond'")
+
+    monkeypatch.setattr(host_sampling, "FORWARD", Unreadable())
+    _, res = webui.generate(tsam=dict(enabled=True, refine=False), steps=3)
+    assert len(res.latents) == 1 and "missing a required argument" in params(res.infotexts[0])["T-SAM warning"]

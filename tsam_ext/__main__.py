@@ -41,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--half", action="store_true", help="fp16 weights and autocast (CUDA)")
     ap.add_argument("--out", default="tsam_compare.png")
+    ap.add_argument("--model-channels", type=int, default=320,
+                    help="UNet width for random weights (SD1.5: 320; smaller runs the same mechanics faster)")
     return ap.parse_args(argv)
 
 
@@ -51,7 +53,7 @@ def settings_from(args) -> Settings:
 
 
 def load_model(args) -> sd1.SD1:
-    model = sd1.load_checkpoint(args.ckpt) if args.ckpt else sd1.build()
+    model = sd1.load_checkpoint(args.ckpt) if args.ckpt else sd1.build(model_channels=args.model_channels)
     model = sd1.use_sdpa(model).to(args.device)
     return model.half() if args.half else model
 

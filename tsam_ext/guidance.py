@@ -54,8 +54,10 @@ class BatchLimit:
 
 @dataclass
 class StepOutcome:
-    """What a guidance step did. ``delta`` [B, C, h, w] (float32) is the total change of z."""
+    """What a guidance step did. ``delta`` [B, C, h, w] (float32) is the total change of z, and
+    ``z`` the moved latent z + delta (z's dtype); a host that keeps its own latent applies ``delta``."""
     delta: torch.Tensor
+    z: torch.Tensor | None = None
     losses: dict[int, list[float]] = field(default_factory=dict)  # image -> loss of every pass
     skipped: dict[int, str] = field(default_factory=dict)         # image -> why it was not moved
     passes: int = 0
@@ -173,4 +175,5 @@ def guidance_step(z: torch.Tensor, rows: Sequence[RowTarget], run_unet: Callable
                     budget[img] += refinement.extra
                 if done >= budget[img] or (refinement and refinement.converged(history)):
                     active.remove(img)
+    out.z = (base + out.delta).to(z.dtype)
     return out

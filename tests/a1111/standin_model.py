@@ -35,6 +35,7 @@ class LatentDiffusion(nn.Module):
         self.cond_stage_key, self.parameterization = "txt", "eps"
         self.is_sd1, self.is_sd2, self.is_sdxl, self.is_sd3 = True, False, False, False
         self.lowvram = False
+        self.sd_model_hash = "b833ab4e10"
 
     def apply_model(self, x_noisy, t, cond, return_ids=False):
         if not isinstance(cond, dict):

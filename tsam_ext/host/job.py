@@ -22,10 +22,18 @@ OVERRIDE = "tsam_"      # X/Y/Z axes set p.tsam_<setting>
 class Job:
     def __init__(self, p, settings: Settings):
         self.p, self.settings = p, settings
-        self.texts = TextTargets(p.sd_model, settings.gamma, settings.gamma_order)
+        self.texts: dict[tuple, TextTargets] = {}  # per loaded checkpoint
         self.losses: dict[tuple[int, bool], tuple[float, float]] = {}  # (image index, hires) -> (first, last)
         self.warnings: list[str] = []
         self.traces = []  # (image index offset, hires, GuidedPass) per finished pass
+
+    def texts_for(self, sd_model) -> TextTargets:
+        """T of this generation's texts for the checkpoint in use (hires and refiner may switch it;
+        a switch of weights into the same model object changes its hash)."""
+        key = (id(sd_model), getattr(sd_model, "sd_model_hash", None))
+        if key not in self.texts:
+            self.texts[key] = TextTargets(sd_model, self.settings.gamma, self.settings.gamma_order)
+        return self.texts[key]
 
     def plan(self, steps: int):
         s = self.settings

@@ -18,7 +18,7 @@ import types
 from modules import devices, prompt_parser, shared
 
 from ..controller import GuidedPass
-from ..guidance import RowTarget
+from ..guidance import BatchLimit, RowTarget
 from ..recorder import Recorder
 from ..samplers import profile_for, step_count
 from ..zspace import unet_input_scale, unet_timestep
@@ -47,7 +47,8 @@ class SamplingPass:
         self.sampler = p.sampler
         self.denoiser = p.sampler.model_wrap_cfg
         self.schedules = text.schedules(p, hires)
-        job.texts.prepare(t for image in self.schedules for sub in image for _end, t in sub)
+        self.texts = job.texts_for(shared.sd_model)  # a hires checkpoint has its own text encoder
+        self.texts.prepare(t for image in self.schedules for sub in image for _end, t in sub)
         self.guided: GuidedPass | None = None
 
     def install(self) -> None:
@@ -72,7 +73,7 @@ class SamplingPass:
                 try:
                     this.start(kwargs)
                 except Exception as e:  # noqa: BLE001 - sample unguided rather than not at all
-                    this.job.warn(f"guidance could not start: {type(e).__name__}: {e}")
+                    this.stop(f"{type(e).__name__}: {e}")
                 callback = kwargs.get("callback")
 
                 def step_done(d):
@@ -90,12 +91,19 @@ class SamplingPass:
             try:
                 this.maybe_guide(FORWARD.bind(*args, **kwargs).arguments)
             except Exception as e:  # noqa: BLE001 - an exception here would abort the generation
-                this.guided.stopped = f"{type(e).__name__}: {e}"
-                this.guided.warn(f"guidance stopped: {this.guided.stopped}; the rest of this pass is unguided")
+                this.stop(f"{type(e).__name__}: {e}")
             return original_forward(*args, **kwargs)
 
         sampler.func = func
         denoiser.forward = types.MethodType(forward, denoiser)
+
+    def stop(self, reason: str) -> None:
+        """No more guidance in this pass; the sampler goes on."""
+        if self.guided is None:
+            self.job.warn(f"guidance could not run: {reason}")
+            return
+        self.guided.stopped = reason
+        self.guided.warn(f"guidance stopped: {reason}; the rest of this pass is unguided")
 
     def start(self, kwargs: dict) -> None:
         steps = step_count(self.sampler.funcname, kwargs, self.denoiser.steps or self.p.steps)
@@ -103,7 +111,8 @@ class SamplingPass:
         self.guided = GuidedPass(self.job.plan(steps), profile, Recorder(shared.sd_model.model.diffusion_model),
                                  loss=self.job.settings.loss, smooth=self.job.settings.smoothing,
                                  should_stop=lambda: shared.state.interrupted or shared.state.skipped,
-                                 keep_maps=self.job.settings.diagnostics, log=self.job.log)
+                                 keep_maps=self.job.settings.diagnostics, log=self.job.log,
+                                 limit=BatchLimit(getattr(shared.opts, "tsam_max_batch", 0) or None))
 
     def maybe_guide(self, args: dict) -> None:
         if self.guided is None:
@@ -120,7 +129,7 @@ class SamplingPass:
                 active = text.active_text(self.schedules[i][j], cond.batch[i][j].schedules, call)
                 if active is None:
                     self.guided.warn("the prompt schedule does not match the conditioning; that prompt is not guided")
-                rows[row] = RowTarget(i, self.job.texts[active] if active is not None else ())
+                rows[row] = RowTarget(i, self.texts[active] if active is not None else ())
         inner = self.denoiser.inner_model
         sd_model = inner.inner_model
         t = unet_timestep(inner, sigma)
