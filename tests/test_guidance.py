@@ -40,8 +40,9 @@ def loss_at(small_sd, z, rows, run_unet):
 def test_one_step_lowers_the_loss(small_sd, targets_of):
     z, rows, run_unet, _ = setup(small_sd, targets_of, ["a black car and a white clock"])
     out = guidance_step(z, rows, run_unet, Recorder(small_sd.unet), alpha=20.0)
-    before, after = loss_at(small_sd, z, rows, run_unet), loss_at(small_sd, z + out.delta, rows, run_unet)
+    before, after = loss_at(small_sd, z, rows, run_unet), loss_at(small_sd, out.z, rows, run_unet)
     assert out.delta.abs().max() > 0
+    assert out.z.dtype == z.dtype and torch.equal(out.z, z + out.delta)  # the step returns z - alpha_t grad
     assert out.losses[0][0] == pytest.approx(before.item(), rel=1e-5)
     assert after.item() < before.item()
 
