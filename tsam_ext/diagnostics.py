@@ -44,9 +44,9 @@ def _text_size(text: str) -> tuple[int, int]:
     return box[2] - box[0], box[3] - box[1]
 
 
-def token_label(token: str) -> str:
-    """A readable label for a CLIP BPE token ("car</w>" -> "car")."""
-    return token.replace("</w>", "") or "·"
+def token_labels(tokenizer, ids) -> tuple[str, ...]:
+    """Readable labels of CLIP BPE token ids ("car</w>" -> "car")."""
+    return tuple(token.replace("</w>", "") or "·" for token in tokenizer.convert_ids_to_tokens(list(ids)))
 
 
 def heatmap(matrix, labels: list[str], title: str, lower_only: bool = True) -> Image.Image:
@@ -195,8 +195,7 @@ def image_figure(picture: Image.Image, trace, image: int, smooth: bool = True) -
         return None
     row = rows[0]
     chunk = steps[0].rows[row].chunks[0]
-    window = slice(chunk.offset, chunk.offset + 77)
-    first = steps[0].maps[row][..., window] if row in steps[0].maps else None
-    last = steps[-1].maps[row][..., window] if len(steps) > 1 and row in steps[-1].maps else None
+    first = steps[0].maps[row][..., chunk.window] if row in steps[0].maps else None
+    last = steps[-1].maps[row][..., chunk.window] if len(steps) > 1 and row in steps[-1].maps else None
     losses = [(t.step, t.losses[image][0], t.losses[image][-1]) for t in steps]
     return figure(picture, chunk.t, list(chunk.labels), first, last, losses, smooth, steps[-1].step)

@@ -35,6 +35,11 @@ class ChunkTarget:
     def n(self) -> int:
         return self.t.shape[0]
 
+    @property
+    def window(self) -> slice:
+        """This chunk's 77 positions on the cond token axis (``<bos>`` first)."""
+        return slice(self.offset, self.offset + CHUNK)
+
 
 @dataclass(frozen=True)
 class RowTarget:
@@ -87,7 +92,7 @@ def row_losses(maps: torch.Tensor, rows: Sequence[RowTarget], loss: str, smooth:
     """Loss [R] of each row from the recorded maps [R, gh, gw, S]; chunks never mix."""
     out = []
     for r, row in enumerate(rows):
-        terms = [chunk_loss(c.t.to(maps.device), maps[r, ..., c.offset:c.offset + CHUNK], loss, smooth)
+        terms = [chunk_loss(c.t.to(maps.device), maps[r, ..., c.window], loss, smooth)
                  for c in row.chunks if c.n >= MIN_TOKENS[loss]]
         out.append(torch.stack(terms).sum())
     return torch.stack(out)

@@ -12,8 +12,8 @@ from torch import nn
 
 from . import kdiffusion
 from .controller import GuidedPass
-from .diagnostics import token_label
-from .guidance import ChunkTarget, RowTarget
+from .diagnostics import token_labels
+from .guidance import CHUNK, ChunkTarget, RowTarget
 from .recorder import Recorder
 from .samplers import profile_for, step_count
 from .schedule import Refinement, make_plan
@@ -38,10 +38,9 @@ def text_rows(model: SD1, prompts: list[str], gamma: float, order: str) -> tuple
     for i, prompt in enumerate(prompts):
         chunks = prompt_chunks(model.tokenizer, prompt)
         att = clip_self_attention(model.text_model, torch.tensor([c.ids for c in chunks], device=model.device))
-        rows.append(RowTarget(i, tuple(
-            ChunkTarget(text_target(att[k], c.n, gamma, order), 77 * k,
-                        tuple(token_label(t) for t in model.tokenizer.convert_ids_to_tokens(list(c.ids[1:c.n + 1]))))
-            for k, c in enumerate(chunks))))
+        rows.append(RowTarget(i, tuple(ChunkTarget(text_target(att[k], c.n, gamma, order), CHUNK * k,
+                                                   token_labels(model.tokenizer, c.ids[1:c.n + 1]))
+                                       for k, c in enumerate(chunks))))
         all_chunks.append(chunks)
     return rows, all_chunks
 

@@ -10,7 +10,7 @@ import torch
 
 from modules import devices, prompt_parser, sd_hijack, sd_samplers, shared
 
-from ..diagnostics import token_label
+from ..diagnostics import token_labels
 from ..guidance import CHUNK, ChunkTarget
 from ..text_maps import clip_self_attention, text_target
 
@@ -55,7 +55,7 @@ class TextTargets:
 
 def labels(tokenizer, chunk, n: int) -> tuple[str, ...]:
     """Names of a chunk's n tokens; a textual-inversion embedding's vectors are named after it."""
-    names = [token_label(t) for t in tokenizer.convert_ids_to_tokens(chunk.tokens[1:n + 1])]
+    names = list(token_labels(tokenizer, chunk.tokens[1:n + 1]))
     for offset, embedding in chunk.fixes:
         for k in range(int(embedding.vectors)):
             if offset + k < n:
