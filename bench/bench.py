@@ -4,7 +4,7 @@
                           [--repeats 1] [--device cpu|cuda] [--model-channels 320]
                           [--refine-iterations 20] [--threads N] [--json PATH] [--quick]
 
-SD1.5-size UNet, CLIP-L and VAE decoder with random weights (``tsam_ext.sd1.build``), every
+SD1.5-size UNet, CLIP-L and VAE decoder with random weights (``tsam_ext.runtime.sd1.build``), every
 UNet attention on torch's fused SDPA (A1111's default). Each variant of each size runs alone
 in a fresh subprocess of this script: build, one short warm-up generation of the same variant,
 then ``--repeats`` timed generations (median reported) with the peak memory since the warm-up.
@@ -29,11 +29,11 @@ sys.path[:0] = [HERE, os.path.dirname(HERE)]
 import torch  # noqa: E402
 
 from reference_strategy import ReferenceStrategyPass  # noqa: E402
-from tsam_ext import pipeline, sd1  # noqa: E402
-from tsam_ext.guidance import guidance_step  # noqa: E402
-from tsam_ext.recorder import Recorder  # noqa: E402
-from tsam_ext.schedule import Refinement  # noqa: E402
-from tsam_ext.settings import Settings  # noqa: E402
+from tsam_ext.runtime import pipeline, sd1# noqa: E402
+from tsam_ext.core.guidance import guidance_step  # noqa: E402
+from tsam_ext.core.recorder import Recorder  # noqa: E402
+from tsam_ext.core.schedule import Refinement  # noqa: E402
+from tsam_ext.core.settings import Settings  # noqa: E402
 
 PROMPT = "a black car and a white clock"  # 7 tokens: every reference-loss row has a gradient
 SEED = 1234

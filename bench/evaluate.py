@@ -37,8 +37,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script, Python puts bench/ on the path, not the repository
     sys.path.insert(0, ROOT)
 
-from tsam_ext import infotext, pipeline, sd1  # noqa: E402
-from tsam_ext.settings import BY_NAME, Settings, SettingsError  # noqa: E402
+from tsam_ext.core import infotext; from tsam_ext.runtime import pipeline, sd1# noqa: E402
+from tsam_ext.core.settings import BY_NAME, Settings, SettingsError  # noqa: E402
 
 PROMPTS_DIR = os.path.join(ROOT, "bench", "prompts")
 SETS = ("ae_animals", "ae_animals_objects", "ae_objects")
@@ -139,7 +139,7 @@ def load_hf_clip(directory: str, device) -> ClipScorer:
     if has_tokenizer:
         tokenizer = CLIPTokenizer.from_pretrained(directory, local_files_only=True)
     else:  # every OpenAI CLIP shares SD1.x's BPE vocabulary, which we can build offline
-        from tsam_ext.clip_vocab import clip_tokenizer
+        from tsam_ext.runtime.clip_vocab import clip_tokenizer
         tokenizer = clip_tokenizer()
     length = model.config.text_config.max_position_embeddings
     mean, std = CLIP_MEAN, CLIP_STD
@@ -201,7 +201,7 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 
 class Standalone:
-    """Images from ``tsam_ext.pipeline.generate`` on an SD1.x model in this process."""
+    """Images from ``tsam_ext.runtime.pipeline.generate`` on an SD1.x model in this process."""
 
     def __init__(self, model, tsam: Settings, steps: int, cfg_scale: float, width: int, height: int,
                  sampler: str, verbose: bool = False):

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tsam_ext.controller import GuidedPass
-from tsam_ext.guidance import BatchLimit, RowTarget, StepOutcome, row_losses
+from tsam_ext.core.controller import GuidedPass
+from tsam_ext.core.guidance import BatchLimit, RowTarget, StepOutcome, row_losses
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import torch
 @pytest.fixture(scope="session")
 def small_sd():
     """SD1.x's real architectures (ldm UNetModel at 32 base channels, full CLIP-L text), peaky random weights."""
-    from tsam_ext import sd1
+    from tsam_ext.runtime import sd1
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     return sd1.build(model_channels=32, decoder=False, seed=0)
@@ -22,9 +22,10 @@ def small_sd():
 @pytest.fixture(scope="session")
 def targets_of(small_sd):
     """prompt -> (list of RowTarget chunks, cond [1, 77k, 768]) through the real tokenizer and CLIP."""
-    from tsam_ext import sd1
-    from tsam_ext.guidance import ChunkTarget
-    from tsam_ext.text_maps import clip_self_attention, text_target
+    from tsam_ext.runtime import sd1
+    from tsam_ext.core.guidance import ChunkTarget
+    from tsam_ext.core.text_maps import text_target
+    from tsam_ext.families.clip import clip_self_attention
 
     cache = {}
 

@@ -15,10 +15,10 @@ bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
 from reference_strategy import ReferenceStrategyPass  # noqa: E402  (bench.py put bench/ on sys.path)
-from tsam_ext import pipeline  # noqa: E402
-from tsam_ext.controller import GuidedPass  # noqa: E402
-from tsam_ext.schedule import Refinement  # noqa: E402
-from tsam_ext.settings import Settings  # noqa: E402
+from tsam_ext.runtime import pipeline# noqa: E402
+from tsam_ext.core.controller import GuidedPass  # noqa: E402
+from tsam_ext.core.schedule import Refinement  # noqa: E402
+from tsam_ext.core.settings import Settings  # noqa: E402
 
 QUICK_CFG = dict(bench.QUICK, sampler="DPM++ 2M", batch=1, device="cpu", threads=1)
 

@@ -16,7 +16,7 @@ import pytest
 
 import webui
 from browser.page import Txt2ImgPage
-from tsam_ext.settings import BY_NAME, NAMES
+from tsam_ext.core.settings import BY_NAME, NAMES
 
 SCREENSHOT = os.path.join(tempfile.gettempdir(), "tsam_browser.png")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

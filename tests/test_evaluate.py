@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 from transformers import CLIPConfig, CLIPModel
 
-from tsam_ext import settings
-from tsam_ext.clip_vocab import clip_tokenizer
-from tsam_ext.settings import Settings
+from tsam_ext.core import settings
+from tsam_ext.runtime.clip_vocab import clip_tokenizer
+from tsam_ext.core.settings import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from tsam_ext.guidance import BatchLimit, RowTarget, guidance_step, row_losses
-from tsam_ext.recorder import Recorder
-from tsam_ext.schedule import Refinement
+from tsam_ext.core.guidance import BatchLimit, RowTarget, guidance_step, row_losses
+from tsam_ext.core.recorder import Recorder
+from tsam_ext.core.schedule import Refinement
 
 HW = (16, 16)
 T_STEP = 700.0

@@ -7,8 +7,8 @@ import torch
 import webui as w
 from k_diffusion import sampling
 from modules import devices, errors, processing, scripts, sd_hijack_optimizations, sd_unet, shared
-from tsam_ext import controller, guidance, infotext
-from tsam_ext.recorder import Recorder
+from tsam_ext.core import controller, guidance, infotext
+from tsam_ext.core.recorder import Recorder
 
 REAL_GUIDE = controller.GuidedPass.guide
 
@@ -311,7 +311,7 @@ def test_images_per_guidance_pass_setting_is_honoured(webui, monkeypatch):
 
 def test_text_targets_follow_a_checkpoint_switch(webui):
     from tsam_ext.host.job import Job
-    from tsam_ext.settings import Settings
+    from tsam_ext.core.settings import Settings
 
     job = Job(processing.StableDiffusionProcessingTxt2Img(), Settings(enabled=True))
     model = shared.sd_model
@@ -326,7 +326,7 @@ def test_text_targets_follow_a_checkpoint_switch(webui):
 
 def test_a_forward_called_in_an_unexpected_way_still_samples(webui, monkeypatch):
     """Another extension calling the denoiser with arguments T-SAM cannot read: no guidance, an image."""
-    from tsam_ext.host import sampling as host_sampling
+    from tsam_ext.host.a1111 import sampling as host_sampling
 
     class Unreadable:
         def bind(self, *args, **kwargs):

@@ -9,11 +9,12 @@ import torch
 from k_diffusion import sampling
 
 from modules import rng, shared, sd_samplers
-from tsam_ext import controller
-from tsam_ext.guidance import ChunkTarget, RowTarget, guidance_step
-from tsam_ext.recorder import Recorder
-from tsam_ext.schedule import Refinement, make_plan
-from tsam_ext.text_maps import clip_self_attention, text_target
+from tsam_ext.core import controller
+from tsam_ext.core.guidance import ChunkTarget, RowTarget, guidance_step
+from tsam_ext.core.recorder import Recorder
+from tsam_ext.core.schedule import Refinement, make_plan
+from tsam_ext.core.text_maps import text_target
+from tsam_ext.families.clip import clip_self_attention
 
 PROMPT = "a black car and a white clock"
 SEED, STEPS, SIZE, CFG = 3, 5, 128, 7.0

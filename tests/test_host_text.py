@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from modules import prompt_parser, sd_hijack, shared
-from tsam_ext import controller
-from tsam_ext.host import text
-from tsam_ext.text_maps import clip_self_attention, text_target
+from tsam_ext.core import controller
+from tsam_ext.host.a1111 import text
+from tsam_ext.core.text_maps import text_target
+from tsam_ext.families.clip import clip_self_attention
 
 REAL_GUIDE = controller.GuidedPass.guide
 WORDS = "red apple green pear yellow lemon blue plum purple grape orange peach".split()

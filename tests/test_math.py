@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tsam_ext import cross_maps, loss, schedule, text_maps
+from tsam_ext.core import cross_maps, loss, schedule, text_maps
 
 import independent as ind
 

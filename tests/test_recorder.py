@@ -6,8 +6,8 @@ import pytest
 import torch
 from ldm.modules.attention import CrossAttention
 
-from tsam_ext import sd1
-from tsam_ext.recorder import PassComplete, Recorder, UnsupportedUNet, attention_levels, level_grid
+from tsam_ext.runtime import sd1
+from tsam_ext.core.recorder import PassComplete, Recorder, UnsupportedUNet, attention_levels, level_grid
 
 
 def all_attn2(unet):

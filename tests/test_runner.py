@@ -4,7 +4,7 @@ import os
 
 from PIL import Image
 
-from tsam_ext.__main__ import main
+from tsam_ext.runtime.runner import main
 
 
 def test_runner_writes_the_comparison(tmp_path, capsys):

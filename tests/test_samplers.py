@@ -4,8 +4,8 @@ pattern of k-diffusion's real samplers against the profiles."""
 import pytest
 import torch
 
-from tsam_ext import kdiffusion
-from tsam_ext.samplers import profile_for, step_count
+from tsam_ext.runtime import kdiffusion
+from tsam_ext.core.samplers import profile_for, step_count
 
 sampling, _ = kdiffusion.load()
 

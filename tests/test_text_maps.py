@@ -2,8 +2,9 @@
 
 import torch
 
-from tsam_ext import sd1
-from tsam_ext.text_maps import clip_self_attention, text_target
+from tsam_ext.runtime import sd1
+from tsam_ext.core.text_maps import text_target
+from tsam_ext.families.clip import clip_self_attention
 
 
 def chunk_ids(model, prompt):

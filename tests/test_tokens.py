@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from tsam_ext import sd1
-from tsam_ext.clip_vocab import clip_tokenizer
+from tsam_ext.runtime import sd1
+from tsam_ext.runtime.clip_vocab import clip_tokenizer
 
 PROMPTS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench", "prompts")
 

@@ -9,7 +9,7 @@ import torch
 
 from modules import scripts
 from modules.infotext_utils import UNCHANGED, paste_value, parse_generation_parameters
-from tsam_ext import infotext, settings
+from tsam_ext.core import infotext, settings
 from tsam_ext.host import xyz
 
 XYZ_PATH = os.path.join(os.path.dirname(__file__), "a1111", "scripts", "xyz_grid.py")

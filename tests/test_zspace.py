@@ -5,7 +5,7 @@ import pytest
 import torch
 from k_diffusion import external
 
-from tsam_ext.zspace import unet_input_scale, unet_timestep
+from tsam_ext.core.zspace import unet_input_scale, unet_timestep
 
 
 class Spy(torch.nn.Module):

@@ -12,7 +12,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "a1111"))
 
-from tsam_ext import kdiffusion  # noqa: E402
+from tsam_ext.runtime import kdiffusion# noqa: E402
 
 kdiffusion.load()
 
@@ -54,7 +54,7 @@ class WebUI:
 
     def args(self, runner, **values):
         """Script args: the UI defaults with ``values`` (settings names) set."""
-        from tsam_ext.settings import NAMES
+        from tsam_ext.core.settings import NAMES
         script = runner.scripts[0]
         args = runner.default_args()
         for name, value in values.items():

@@ -9,11 +9,11 @@ a clear message in the console, the infotext and under the image, and an unguide
 
 from modules import images, sd_unet, shared
 
-from .. import diagnostics, infotext
-from ..recorder import Recorder, UnsupportedUNet
-from ..schedule import Refinement, make_plan
-from ..settings import NAMES, Settings, SettingsError, from_args
-from .text import TextTargets
+from ..core import diagnostics, infotext
+from ..core.recorder import Recorder, UnsupportedUNet
+from ..core.schedule import Refinement, make_plan
+from ..core.settings import NAMES, Settings, SettingsError, from_args
+from .a1111.text import TextTargets
 
 ATTR = "tsam_job"       # the Job of this generation, on p
 OVERRIDE = "tsam_"      # X/Y/Z axes set p.tsam_<setting>
@@ -147,7 +147,7 @@ def before_sampling(p) -> None:
     job = getattr(p, ATTR, None)
     if job is None or (p.is_hr_pass and not job.settings.hires):
         return
-    from .sampling import SamplingPass
+    from .a1111.sampling import SamplingPass
 
     try:
         SamplingPass(job, p, hires=p.is_hr_pass).install()

@@ -4,7 +4,7 @@ import gradio as gr
 
 from modules import shared
 
-from ..settings import BY_NAME
+from ..core.settings import BY_NAME
 
 SECTION = ("tsam", "T-SAM")
 

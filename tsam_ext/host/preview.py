@@ -9,9 +9,9 @@ import gradio as gr
 
 from modules import extra_networks, prompt_parser, shared
 
-from .. import diagnostics
+from ..core import diagnostics
 from .job import unsupported_model
-from .text import TextTargets
+from .a1111.text import TextTargets
 
 
 def first_step_texts(prompt: str) -> list[str]:

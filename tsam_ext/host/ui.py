@@ -12,9 +12,9 @@ import gradio as gr
 
 from modules.ui_components import FormRow, InputAccordion
 
-from .. import infotext
-from ..schedule import REFINE_AT, fraction_of, refinement_steps
-from ..settings import BY_NAME, NAMES
+from ..core import infotext
+from ..core.schedule import REFINE_AT, fraction_of, refinement_steps
+from ..core.settings import BY_NAME, NAMES
 from .options import default
 
 

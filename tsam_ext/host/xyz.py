@@ -7,7 +7,7 @@ decides on/off explicitly. Values are checked before the grid runs.
 
 from modules import scripts
 
-from ..settings import BY_NAME, SettingsError, coerce
+from ..core.settings import BY_NAME, SettingsError, coerce
 from .job import OVERRIDE
 
 PREFIX = "[T-SAM]"

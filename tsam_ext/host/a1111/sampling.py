@@ -17,11 +17,11 @@ import types
 
 from modules import devices, prompt_parser, shared
 
-from ..controller import GuidedPass
-from ..guidance import BatchLimit, RowTarget
-from ..recorder import Recorder
-from ..samplers import profile_for, step_count
-from ..zspace import unet_input_scale, unet_timestep
+from ...core.controller import GuidedPass
+from ...core.guidance import BatchLimit, RowTarget
+from ...core.recorder import Recorder
+from ...core.samplers import profile_for, step_count
+from ...core.zspace import unet_input_scale, unet_timestep
 from . import text
 
 

@@ -10,9 +10,10 @@ import torch
 
 from modules import devices, prompt_parser, sd_hijack, sd_samplers, shared
 
-from ..diagnostics import token_labels
-from ..guidance import CHUNK, ChunkTarget
-from ..text_maps import clip_self_attention, text_target
+from ...core.diagnostics import token_labels
+from ...core.guidance import CHUNK, ChunkTarget
+from ...core.text_maps import text_target
+from ...families.clip import clip_self_attention
 
 
 class TextTargets:

@@ -10,17 +10,18 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..core.controller import GuidedPass
+from ..core.diagnostics import token_labels
+from ..core.guidance import CHUNK, ChunkTarget, RowTarget
+from ..core.recorder import Recorder
+from ..core.samplers import profile_for, step_count
+from ..core.schedule import Refinement, make_plan
+from ..core.settings import Settings
+from ..core.text_maps import text_target
+from ..core.zspace import unet_input_scale, unet_timestep
+from ..families.clip import clip_self_attention
 from . import kdiffusion
-from .controller import GuidedPass
-from .diagnostics import token_labels
-from .guidance import CHUNK, ChunkTarget, RowTarget
-from .recorder import Recorder
-from .samplers import profile_for, step_count
-from .schedule import Refinement, make_plan
 from .sd1 import SD1, PromptChunk, prompt_chunks
-from .settings import Settings
-from .text_maps import clip_self_attention, text_target
-from .zspace import unet_input_scale, unet_timestep
 
 SAMPLERS = {  # A1111 label -> (k-diffusion function, schedule)
     "Euler a": ("sample_euler_ancestral", "default"), "Euler": ("sample_euler", "default"),
