@@ -1,7 +1,6 @@
 """Text targets from the WebUI's own tokenization: BREAK, long prompts, emphasis, textual
 inversion, prompt editing, alternation and AND; independent of the cond cache."""
 
-import pytest
 import torch
 
 from modules import prompt_parser, sd_hijack, shared

@@ -6,7 +6,7 @@ from collections import namedtuple
 
 import torch
 
-from modules import devices, prompt_parser, sd_hijack
+from modules import devices, prompt_parser
 from modules.shared import opts
 
 

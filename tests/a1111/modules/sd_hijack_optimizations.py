@@ -3,7 +3,6 @@
 and none but the plain one ever holds the attention probabilities. Same maths as upstream's
 functions, written for CPU torch (xformers' kernel is stood in by torch's fused attention)."""
 
-import math
 
 import torch
 from einops import rearrange

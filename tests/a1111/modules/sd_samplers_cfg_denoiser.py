@@ -5,7 +5,7 @@ for different token lengths, CFG combination, ``step += 1``)."""
 
 import torch
 
-from modules import prompt_parser, sd_samplers_common, shared
+from modules import prompt_parser, sd_samplers_common
 from modules.script_callbacks import (AfterCFGCallbackParams, CFGDenoisedParams, CFGDenoiserParams,
                                       cfg_after_cfg_callback, cfg_denoised_callback, cfg_denoiser_callback)
 from modules.shared import opts, state
