@@ -127,7 +127,8 @@ def test_every_control_reaches_the_pipeline_in_api_order(ui):
     print("screenshot:", SCREENSHOT)
 
     expected = dict(enabled=True, gamma=4.5, alpha=12.5, guided_steps=50, refine=False, refine_iterations=30,
-                    loss="paper", gamma_order="reference", smoothing=False, hires=False, diagnostics=False)
+                    loss="paper", gamma_order="reference", smoothing=False, hires=False, diagnostics=False,
+                    early_stop=False, text_encoder="both")
     args = _generate(page, tab, expect)
     assert args == [expected[name] for name in NAMES]
     assert args[0] is True

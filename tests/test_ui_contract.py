@@ -160,7 +160,7 @@ def test_api_arguments_positional_or_one_dict(args, expected):
 
 
 @pytest.mark.parametrize("args,message", [
-    ([True, "3"] + [0] * 10, "at most 11 arguments"),
+    ([True, "3"] + [0] * 12, "at most 13 arguments"),
     ([True, None], "gamma must be a number"),
     ([True, 3, 5, 60, "yes"], "refine must be true or false"),
     ([True, 3, float("nan")], "alpha must be finite"),

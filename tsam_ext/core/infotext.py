@@ -16,6 +16,8 @@ KEYS = {
     "gamma_order": "T-SAM gamma order",
     "smoothing": "T-SAM smoothing",
     "hires": "T-SAM hires pass",
+    "early_stop": "T-SAM early stop",
+    "text_encoder": "T-SAM text encoder",
 }
 MARKER = KEYS["gamma"]        # present exactly when T-SAM was on
 TRACE = "T-SAM loss trace"    # first -> last guided loss of the image
@@ -38,6 +40,8 @@ def write(settings: Settings) -> dict[str, str]:
         KEYS["gamma_order"]: settings.gamma_order,
         KEYS["smoothing"]: str(settings.smoothing),
         KEYS["hires"]: str(settings.hires),
+        KEYS["early_stop"]: str(settings.early_stop),
+        KEYS["text_encoder"]: settings.text_encoder,
     }
 
 

@@ -52,6 +52,12 @@ FIELDS = (
           "first pass, which decides the layout, is always guided)."),
     Field("diagnostics", bool, False, "Diagnostics images", "Add images showing T, S, where each word "
           "landed and the loss per guided step."),
+    Field("early_stop", bool, False, "Stop refining when settled",
+          "End an image's refinement early once its loss changes by less than 0.1% over 3 updates (faster; "
+          "off reproduces the reference)."),
+    Field("text_encoder", str, "both", "Text encoder for T",
+          "SDXL has two text encoders: both (the mean of their targets), CLIP-L or bigG alone. Models with one "
+          "encoder use it.", choices=("both", "clip-l", "bigg")),
 )
 NAMES = tuple(f.name for f in FIELDS)
 BY_NAME = {f.name: f for f in FIELDS}
@@ -70,6 +76,8 @@ class Settings:
     smoothing: bool = True
     hires: bool = False
     diagnostics: bool = False
+    early_stop: bool = False
+    text_encoder: str = "both"
 
     @property
     def guided_fraction(self) -> float:

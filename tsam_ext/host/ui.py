@@ -122,9 +122,12 @@ def build(script, is_img2img: bool) -> list:
                 smoothing = _checkbox("smoothing", elem_id)
                 hires = _checkbox("hires", elem_id)
                 diagnostics = _checkbox("diagnostics", elem_id, default("diagnostics"))
+            with FormRow(elem_classes="tsam-row"):
+                early_stop = _checkbox("early_stop", elem_id)
+                text_encoder = _radio("text_encoder", elem_id)
     controls = dict(enabled=enabled, gamma=gamma, alpha=alpha, guided_steps=guided_steps, refine=refine,
                     refine_iterations=refine_iterations, loss=loss, gamma_order=gamma_order, smoothing=smoothing,
-                    hires=hires, diagnostics=diagnostics)
+                    hires=hires, diagnostics=diagnostics, early_stop=early_stop, text_encoder=text_encoder)
     script.links.controls(hint=hint, guided_steps=guided_steps, refine=refine, gamma=gamma, gamma_order=gamma_order,
                           preview_button=preview_button, preview_image=preview_image)
     script.infotext_fields = [(enabled, lambda d: infotext.read(d)["enabled"])] + [
