@@ -37,6 +37,10 @@ class LatentDiffusion(nn.Module):
         self.lowvram = False
         self.sd_model_hash = "b833ab4e10"
 
+    @property
+    def device(self):
+        return self.alphas_cumprod.device
+
     def apply_model(self, x_noisy, t, cond, return_ids=False):
         if not isinstance(cond, dict):
             cond = {"c_crossattn": [cond]}

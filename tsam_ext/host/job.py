@@ -118,10 +118,25 @@ def refuse(p, reason: str) -> None:
 
 
 def start(p, *args) -> Job | None:
-    """Decide what T-SAM does in this generation; the Job on p, or None (no hook is installed)."""
-    for key in infotext.all_keys():  # X/Y/Z cells share one extra_generation_params dict
+    """Decide what T-SAM does in this generation; the Job on p, or None (no hook is installed).
+    Never raises: an error of T-SAM's gives the image without T-SAM, with the reason."""
+    try:
+        return _start(p, *args)
+    except Exception as e:  # noqa: BLE001 - never lose the generation to T-SAM
+        forget(p)
+        refuse(p, f"T-SAM could not start ({type(e).__name__}: {e})")
+        return None
+
+
+def forget(p) -> None:
+    """No Job and none of T-SAM's infotext keys on p (X/Y/Z cells share one extra_generation_params dict)."""
+    for key in infotext.all_keys():
         p.extra_generation_params.pop(key, None)
     setattr(p, ATTR, None)
+
+
+def _start(p, *args) -> Job | None:
+    forget(p)
     try:
         settings = settings_for(p, args)
     except SettingsError as e:
@@ -145,22 +160,32 @@ def start(p, *args) -> Job | None:
 def before_sampling(p) -> None:
     """Steer the sampling pass about to start (txt2img, img2img, or hires when asked for)."""
     job = getattr(p, ATTR, None)
-    if job is None or (p.is_hr_pass and not job.settings.hires):
-        return
-    from .a1111.sampling import SamplingPass
-
     try:
+        if job is None or (p.is_hr_pass and not job.settings.hires):
+            return
+        from .a1111.sampling import SamplingPass
+
         SamplingPass(job, p, hires=p.is_hr_pass).install()
     except Exception as e:  # noqa: BLE001 - never lose the generation to T-SAM
         job.warn(f"guidance could not start: {type(e).__name__}: {e}")
 
 
 def finish(p, processed) -> None:
-    """End of the generation: the loss summary, and the diagnostics images when asked for."""
+    """End of the generation: the loss summary, and the diagnostics images when asked for. The
+    images and their infotexts exist already: an error here is said in the console and under them."""
     job = getattr(p, ATTR, None)
     if job is None:
         return
     setattr(p, ATTR, None)
+    try:
+        _finish(p, processed, job)
+    except Exception as e:  # noqa: BLE001 - never lose the generation to T-SAM
+        message = f"T-SAM: {type(e).__name__} at the end of the generation: {e}"
+        print(message)
+        processed.comments += message + "\n"
+
+
+def _finish(p, processed, job: Job) -> None:
     summary = [f"image {i + 1}{' hires' if hires else ''}: {first:.4f} -> {last:.4f}"
                for (i, hires), (first, last) in sorted(job.losses.items())]
     if summary:

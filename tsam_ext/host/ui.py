@@ -13,8 +13,9 @@ import gradio as gr
 from modules.ui_components import FormRow, InputAccordion
 
 from ..core import infotext
-from ..core.schedule import REFINE_AT, fraction_of, refinement_steps
+from ..core.schedule import PassSteps
 from ..core.settings import BY_NAME, NAMES
+from .a1111 import passes
 from .options import default
 
 
@@ -43,26 +44,65 @@ def intro(elem_id) -> str:
             "CVPR 2025</a>). Hover a control for what it does.</p>")
 
 
-def steps_hint(steps, percent, refine) -> str:
-    """What the guided-steps percentage means for the current number of sampling steps."""
+def _numbers(steps) -> str:
+    """0-based steps as 1-based ranges: (0, 1, 2, 5) -> "1-3, 6"."""
+    runs = []
+    for step in steps:
+        if runs and step == runs[-1][1] + 1:
+            runs[-1][1] = step
+        else:
+            runs.append([step, step])
+    return ", ".join(f"{a + 1}" if a == b else f"{a + 1}-{b + 1}" for a, b in runs)
+
+
+def steps_hint(percent, refine, steps=20, sampling=None, scheduler=None, denoising_strength=None) -> str:
+    """Which sampling steps T-SAM guides and refines for the tab's sampler, steps, schedule type
+    and (img2img) denoising strength: the plan the guided pass makes, worked out beforehand."""
     steps, percent = int(steps or 0), int(percent or 0)
-    guided = fraction_of(steps, percent / 100)
-    text = f"Guides steps 1-{guided} of {steps}" if guided else f"Guides none of the {steps} steps"
-    if refine and guided:
-        points = sorted(refinement_steps(steps, guided, REFINE_AT))
-        text += "; refines at step " + ", ".join(str(s + 1) for s in points)
+    try:
+        made = passes.plan_for(sampling, steps, scheduler, denoising_strength, percent / 100, bool(refine))
+    except Exception as e:  # noqa: BLE001 - a hint must never break the page
+        made, failure = None, f" ({type(e).__name__}: {e})"
+    else:
+        failure = ""
+    if made is None:
+        return f"<span class='tsam-hint'>Guides the first {percent}% of the sampling steps{failure}.</span>"
+    plan, run = made
+    if denoising_strength is not None:
+        of = f"the {plan.steps} steps img2img runs at denoising {float(denoising_strength):g}"
+    elif plan.steps != steps:
+        of = f"the {plan.steps} steps {sampling or 'the sampler'} runs for {steps}"
+    else:
+        of = f"{plan.steps}"
+    text = f"Guides steps {_numbers(plan.guided)} of {of}" if plan.guided else f"Guides none of {of} steps"
+    renoised = run.first_visits().count(False) if isinstance(run, PassSteps) else 0
+    if renoised:
+        text += f" (not its {renoised} restart steps, which add noise back)"
+    if plan.refine_at:
+        text += "; refines at step " + ", ".join(str(s + 1) for s in sorted(plan.refine_at))
     return f"<span class='tsam-hint'>{text}.</span>"
 
 
 class Links:
-    """Events between the tab's own components (its "Sampling steps" slider and prompt box) and
-    T-SAM's controls, each wired once, as soon as both ends exist: the WebUI may build either
-    first, and the API builds T-SAM's controls again (in a throwaway gr.Blocks) for every request."""
+    """Events between the tab's own components (its sampler, schedule type, steps, img2img's
+    denoising strength, prompt box) and T-SAM's controls, each wired once, as soon as both ends
+    exist: the WebUI may build either first, and the API builds T-SAM's controls again (in a
+    throwaway gr.Blocks) for every request."""
+
+    HINT = ("steps", "sampling", "scheduler")  # the tab's components the hint follows (+ img2img's denoising strength)
 
     def __init__(self):
         self.host: dict[str, gr.components.Component] = {}
         self.ours: dict | None = None
         self.wired: set[str] = set()
+        self.hint_inputs = self.HINT
+
+    def watch(self, script, is_img2img: bool) -> None:
+        """Ask the WebUI for the tab's components (``elem_id`` "<tab>_<name>") as it builds them."""
+        tab = "img2img" if is_img2img else "txt2img"
+        self.hint_inputs = self.HINT + (("denoising_strength",) if is_img2img else ())
+        for name in self.hint_inputs + ("prompt",):
+            script.on_after_component(lambda c, name=name: self.host_component(name, c.component), elem_id=f"{tab}_{name}")
 
     def host_component(self, name: str, component) -> None:
         self.host[name] = component
@@ -73,18 +113,21 @@ class Links:
             self.ours = ours
             self._wire()
 
-    def steps(self) -> int:
-        return getattr(self.host.get("steps"), "value", 20)
+    def values(self) -> dict:
+        """The current (page-load) values of the tab's components the hint follows."""
+        return {name: self.host[name].value for name in self.hint_inputs if name in self.host}
 
     def _wire(self) -> None:
         if self.ours is None:
             return
         o = self.ours
-        if "steps" in self.host and "steps" not in self.wired:
-            self.wired.add("steps")
-            for source in (self.host["steps"], o["guided_steps"], o["refine"]):
-                source.change(fn=steps_hint, inputs=[self.host["steps"], o["guided_steps"], o["refine"]],
-                              outputs=[o["hint"]], show_progress=False)
+        if all(name in self.host for name in self.hint_inputs) and "hint" not in self.wired:
+            self.wired.add("hint")
+            names = self.hint_inputs
+            inputs = [o["guided_steps"], o["refine"]] + [self.host[name] for name in names]
+            update = lambda percent, refine, *values: steps_hint(percent, refine, **dict(zip(names, values)))
+            for source in inputs:
+                source.change(fn=update, inputs=inputs, outputs=[o["hint"]], show_progress=False)
         if "prompt" in self.host and "prompt" not in self.wired:
             self.wired.add("prompt")
             from .preview import preview
@@ -104,8 +147,8 @@ def build(script, is_img2img: bool) -> list:
         with FormRow(elem_classes="tsam-row"):
             guided_steps = _slider("guided_steps", elem_id)
         later = {}  # refine is built below; the hint's value is recomputed on every page load
-        hint = gr.HTML(lambda: steps_hint(script.links.steps(), guided_steps.value,
-                                          later["refine"].value if later else default("refine")),
+        hint = gr.HTML(lambda: steps_hint(guided_steps.value, later["refine"].value if later else default("refine"),
+                                          **script.links.values()),
                        elem_id=elem_id("hint"))
         with FormRow(elem_classes="tsam-row"):
             preview_button = gr.Button("Preview T for the prompt", elem_id=elem_id("preview"), size="sm")

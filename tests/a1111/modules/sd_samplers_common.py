@@ -24,7 +24,7 @@ class InterruptedException(BaseException):
 
 
 def setup_img2img_steps(p, steps=None):
-    if opts.data.get("img2img_fix_steps", False) or steps is not None:
+    if opts.img2img_fix_steps or steps is not None:
         requested = steps or p.steps
         steps = int(requested / min(p.denoising_strength, 0.999)) if p.denoising_strength > 0 else 0
         t_enc = requested - 1

@@ -10,6 +10,7 @@ from modules.sd_samplers_cfg_denoiser import CFGDenoiser
 
 samplers_timesteps = [
     ("DDIM", sd_samplers_timesteps_impl.ddim, ["ddim"], {}),
+    ("DDIM CFG++", sd_samplers_timesteps_impl.ddim_cfgpp, ["ddim_cfgpp"], {}),
     ("PLMS", sd_samplers_timesteps_impl.plms, ["plms"], {}),
     ("UniPC", sd_samplers_timesteps_impl.unipc, ["unipc"], {}),
 ]
@@ -54,6 +55,11 @@ class CompVisSampler(sd_samplers_common.Sampler):
         self.model_wrap = self.model_wrap_cfg.inner_model
 
     def get_timesteps(self, p, steps):
+        discard = self.config is not None and self.config.options.get("discard_next_to_last_sigma", False)
+        if shared.opts.always_discard_next_to_last_sigma and not discard:
+            discard = True
+            p.extra_generation_params["Discard penultimate sigma"] = True
+        steps += 1 if discard else 0
         return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps)), device=devices.device) + 1, 0, 999)
 
     def _run(self, p, steps, x, conditioning, unconditional_conditioning, image_conditioning, timesteps, img2img):

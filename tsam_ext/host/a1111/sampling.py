@@ -20,7 +20,7 @@ from modules import devices, prompt_parser, shared
 from ...core.controller import GuidedPass
 from ...core.guidance import BatchLimit, RowTarget
 from ...core.recorder import Recorder
-from ...core.samplers import profile_for, step_count
+from ...core.samplers import pass_steps, profile_for
 from ...core.zspace import unet_input_scale, unet_timestep
 from . import text
 
@@ -72,20 +72,16 @@ class SamplingPass:
             try:
                 try:
                     this.start(kwargs)
+                    kwargs["callback"] = this.step_callback(kwargs.get("callback"))
                 except Exception as e:  # noqa: BLE001 - sample unguided rather than not at all
                     this.stop(f"{type(e).__name__}: {e}")
-                callback = kwargs.get("callback")
-
-                def step_done(d):
-                    if this.guided is not None:
-                        this.guided.end_step(d)
-                    return None if callback is None else callback(d)
-
-                kwargs["callback"] = step_done
                 return original_func(model, x, *args, **kwargs)
             finally:
-                restore()
-                this.job.end_pass(this)
+                try:
+                    restore()
+                    this.job.end_pass(this)
+                except Exception as e:  # noqa: BLE001 - the sampler's result must reach the WebUI
+                    this.job.warn(f"{type(e).__name__} while ending the sampling pass: {e}")
 
         def forward(self_, *args, **kwargs):
             try:
@@ -97,6 +93,17 @@ class SamplingPass:
         sampler.func = func
         denoiser.forward = types.MethodType(forward, denoiser)
 
+    def step_callback(self, callback):
+        """The sampler's step callback, after T-SAM's own bookkeeping of the step (``end_step``)."""
+        def step_done(d):
+            if self.guided is not None:
+                try:
+                    self.guided.end_step(d)
+                except Exception as e:  # noqa: BLE001 - an exception here would abort the generation
+                    self.stop(f"{type(e).__name__} at the end of a step: {e}")
+            return None if callback is None else callback(d)
+        return step_done
+
     def stop(self, reason: str) -> None:
         """No more guidance in this pass; the sampler goes on."""
         if self.guided is None:
@@ -106,8 +113,9 @@ class SamplingPass:
         self.guided.warn(f"guidance stopped: {reason}; the rest of this pass is unguided")
 
     def start(self, kwargs: dict) -> None:
-        steps = step_count(self.sampler.funcname, kwargs, self.denoiser.steps or self.p.steps)
-        profile = profile_for(self.sampler.funcname, bool(self.sampler.config and self.sampler.config.options.get("second_order")))
+        steps = pass_steps(self.sampler.funcname, kwargs, self.denoiser.steps or self.p.steps)
+        profile = profile_for(self.sampler.funcname, bool(self.sampler.config and self.sampler.config.options.get("second_order")),
+                              unipc=(shared.opts.uni_pc_variant, shared.opts.uni_pc_order))
         self.guided = GuidedPass(self.job.plan(steps), profile, Recorder(shared.sd_model.model.diffusion_model),
                                  loss=self.job.settings.loss, smooth=self.job.settings.smoothing,
                                  should_stop=lambda: shared.state.interrupted or shared.state.skipped,
