@@ -57,13 +57,18 @@ def test_each_step_guided_once_on_the_sampler_state(label, name, kwargs):
         assert sigma >= float(sigmas[step]) - 1e-6  # the step's own sigma (sigma_hat >= sigma with churn)
 
 
-def test_dpm_fast_counts_solver_steps():
+@pytest.mark.parametrize("n", [20, 21, 9])
+def test_dpm_fast_guides_the_first_call_of_each_solver_step(n):
+    """DPM fast reports a step after its first model call, then makes the step's other calls
+    (on derived latents): only the first, on the latent the step reports, starts the step."""
     torch.manual_seed(0)
-    probe = Probe(profile_for("sample_dpm_fast"))
-    sampling.sample_dpm_fast(probe, torch.randn(1, 4, 8, 8) * 14.6, 0.03, 14.6, 20, callback=probe.callback, disable=True)
-    steps = step_count("sample_dpm_fast", {"n": 20}, 0)
-    assert steps == len(probe.reported) == 7
-    assert [g[0] for g in probe.guided][:steps] == list(range(steps))  # a final call after the last step is no step
+    probe = Probe(profile_for("sample_dpm_fast", kwargs={"n": n}))
+    sampling.sample_dpm_fast(probe, torch.randn(1, 4, 8, 8) * 14.6, 0.03, 14.6, n, callback=probe.callback, disable=True)
+    steps = step_count("sample_dpm_fast", {"n": n}, 0)
+    assert steps == len(probe.reported) == n // 3 + 1 and probe.calls == n
+    assert [g[0] for g in probe.guided] == list(range(steps))
+    for step, _sigma, x in probe.guided:
+        assert probe.reported[step][1] is x
 
 
 def test_unknown_second_order_sampler_follows_its_host_flag():

@@ -1,15 +1,16 @@
 """How each sampler runs a pass: which model calls start its steps, and which steps it runs.
 
-Calls. Samplers report a finished step through their ``callback`` (k-diffusion's ``{'x', 'i',
-...}``). First-order samplers make one model call per step; k-diffusion's second-order samplers
-(and Restart's Heun steps) call the model on the step's latent, then the callback, then once
-more on a derived latent (that call is not a step of its own); UniPC evaluates the model on its
-predicted next latent before the previous step's callback and then rebuilds that latent with
-its corrector.
+Calls. Samplers report a step through their ``callback`` (k-diffusion's ``{'x', 'i', ...}``).
+First-order samplers make one model call per step; k-diffusion's second-order samplers (and
+Restart's Heun steps) call the model on the step's latent, then the callback, then once more on
+a derived latent (not a step of its own); DPM fast reports a step after its first model call and
+then makes up to two more; UniPC evaluates the model on its predicted next latent before the
+previous step's callback and then rebuilds that latent with its corrector.
 
-Steps. Every sampler runs the steps of the schedule it receives (DDIM and PLMS receive
-``steps`` timesteps and run steps - 1; DPM fast runs n // 3 + 1 solver steps), except Restart,
-which runs a shorter schedule with restart segments inserted (``restart_steps``).
+Steps. Every sampler runs the steps of the schedule it receives (DDIM and PLMS receive every
+(1000 // steps)-th DDPM timestep and run one step fewer than that; UniPC runs as many; DPM fast
+runs n // 3 + 1 solver steps), except Restart, which runs a shorter schedule with restart
+segments inserted (``restart_steps``).
 """
 
 import math
@@ -22,7 +23,8 @@ from .schedule import PassSteps
 
 @dataclass(frozen=True)
 class SamplerProfile:
-    evals_after_callback: int = 0       # model calls a step makes after its callback
+    evals_after_callback: int = 0       # model calls a step makes after its callback,
+    evals_after: tuple[int, ...] = ()   # or per step, where that varies (DPM fast)
     evaluates_prediction: bool = False  # calls after the first see a predicted latent that the corrector rebuilds,
     kept_updates: float = 0             # except in the first ``kept_updates``, whose corrector starts from it
 
@@ -35,7 +37,9 @@ class SamplerProfile:
             return calls - 1
         if callbacks == 0:
             return 0 if calls == 1 else None
-        return callbacks if calls_since_callback == 1 + self.evals_after_callback else None
+        last = callbacks - 1
+        after = self.evals_after[last] if last < len(self.evals_after) else self.evals_after_callback
+        return callbacks if calls_since_callback == 1 + after else None
 
     def rebuilds_without_move(self, calls: int) -> bool:
         """Whether the latent model call ``calls`` saw (moved in place by T-SAM) is rebuilt
@@ -52,6 +56,14 @@ def unipc_profile(variant: str, order: int) -> SamplerProfile:
     return SamplerProfile(evaluates_prediction=True, kept_updates=kept)
 
 
+def dpm_fast_profile(n: int) -> SamplerProfile:
+    """k-diffusion's DPM fast for ``n`` model calls: n // 3 + 1 steps of order 3 (the last ones 2
+    and 1, or n % 3); each reports after its first model call, then makes order - 1 more."""
+    steps = n // 3 + 1
+    orders = [3] * (steps - 2) + [2, 1] if n % 3 == 0 else [3] * (steps - 1) + [n % 3]
+    return SamplerProfile(evals_after=tuple(order - 1 for order in orders))
+
+
 SECOND_ORDER = frozenset({"sample_heun", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral",
                           "sample_dpmpp_sde", "restart_sampler"})
 PROFILES = {name: SamplerProfile(evals_after_callback=1) for name in SECOND_ORDER}
@@ -62,12 +74,14 @@ def function_name(func) -> str:
     return func if isinstance(func, str) else getattr(func, "__name__", type(func).__name__)
 
 
-def profile_for(func, second_order: bool = False, unipc: tuple[str, int] = ("bh1", 3)) -> SamplerProfile:
-    """The profile of a sampler function; an unknown one is second-order if its host says so.
-    ``unipc``: the UniPC (variant, order) in use."""
+def profile_for(func, second_order: bool = False, unipc: tuple[str, int] = ("bh1", 3), kwargs=None) -> SamplerProfile:
+    """The profile of a sampler function called with ``kwargs``; an unknown one is second-order if
+    its host says so. ``unipc``: the UniPC (variant, order) in use."""
     name = function_name(func)
     if name == "unipc":
         return unipc_profile(*unipc)
+    if name == "sample_dpm_fast" and kwargs and "n" in kwargs:
+        return dpm_fast_profile(int(kwargs["n"]))
     return PROFILES.get(name, SamplerProfile(evals_after_callback=int(second_order)))
 
 

@@ -115,7 +115,7 @@ class SamplingPass:
     def start(self, kwargs: dict) -> None:
         steps = pass_steps(self.sampler.funcname, kwargs, self.denoiser.steps or self.p.steps)
         profile = profile_for(self.sampler.funcname, bool(self.sampler.config and self.sampler.config.options.get("second_order")),
-                              unipc=(shared.opts.uni_pc_variant, shared.opts.uni_pc_order))
+                              unipc=(shared.opts.uni_pc_variant, shared.opts.uni_pc_order), kwargs=kwargs)
         self.guided = GuidedPass(self.job.plan(steps), profile, Recorder(shared.sd_model.model.diffusion_model),
                                  loss=self.job.settings.loss, smooth=self.job.settings.smoothing,
                                  should_stop=lambda: shared.state.interrupted or shared.state.skipped,
