@@ -123,6 +123,10 @@ def test_every_control_reaches_the_pipeline_in_api_order(ui):
     expect(hint).to_have_text("Guides steps 1-15 of 30; refines at step 1, 7, 13.")
     control("refine").locator("input[type=checkbox]").uncheck()
     expect(hint).to_have_text("Guides steps 1-15 of 30.")
+    _set_number(expect, tab.locator("#txt2img_steps"), 20)  # the hint follows the sampler: DDIM runs 19 of 20
+    tab.locator("#txt2img_sampling input").fill("DDIM")
+    tab.locator("#txt2img_sampling input").press("Enter")
+    expect(hint).to_have_text("Guides steps 1-10 of the 19 steps DDIM runs for 20.")
     tab.screenshot(path=SCREENSHOT, full_page=True)
     print("screenshot:", SCREENSHOT)
 
