@@ -70,6 +70,7 @@ opts = Options({
     "s_tmax": 0.0, "s_noise": 1.0, "always_discard_next_to_last_sigma": False, "sgm_noise_multiplier": False,
     "use_old_karras_scheduler_sigmas": False, "sigma_min": 0.0, "sigma_max": 0.0, "rho": 0.0,
     "img2img_extra_noise": 0.0, "samples_format": "png", "textual_inversion_add_hashes_to_infotext": False, "hires_fix_use_firstpass_conds": False,
+    "send_seed": True,
 })
 state = State()
 cmd_opts = types.SimpleNamespace(lowvram=False, medvram=False, no_half=True, disable_nan_check=False)
