@@ -146,10 +146,12 @@ def build(script, is_img2img: bool) -> list:
                 refine = later["refine"] = _checkbox("refine", elem_id)
                 refine_iterations = _slider("refine_iterations", elem_id, interactive=default("refine"))
                 early_stop = _checkbox("early_stop", elem_id, interactive=default("refine"))
-            with FormRow(elem_classes="tsam-row"):  # what T is and how it is compared
+            with FormRow(elem_classes="tsam-row"):  # how T and the maps are compared
                 loss = _radio("loss", elem_id)
                 gamma_order = _radio("gamma_order", elem_id, visible=gamma_order_matters(default("loss")))
-                # SDXL's choice of encoder (its semantics and any visibility rule: the SDXL backend's)
+            with FormRow(elem_classes="tsam-row"):
+                # SDXL's choice of encoder: its semantics, and any rule to hide it for one-encoder
+                # models, belong to the SDXL backend
                 text_encoder = _radio("text_encoder", elem_id)
             with FormRow(elem_classes="tsam-row"):
                 smoothing = _checkbox("smoothing", elem_id)
