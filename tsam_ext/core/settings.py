@@ -44,10 +44,9 @@ FIELDS = (
           "Updates at each refinement point; up to 10 more follow while the loss is already low.", 1, 50, 1),
     Field("loss", str, "reference", "Loss", "reference: the authors' code (published numbers); "
           "paper: eq. 7 of the paper.", choices=("reference", "paper")),
-    Field("gamma_order", str, "reference", "Gamma order (paper loss)", "Paper loss only: reference: power, then "
-          "normalise rows; paper: normalise rows, then power. The reference loss compares rows by their "
-          "direction, which the order does not change: it always uses the reference order.",
-          choices=("reference", "paper")),
+    Field("gamma_order", str, "reference", "Gamma order (paper loss)", "Used by the paper loss only (the "
+          "reference loss compares rows by direction, which the order does not change). reference: power, then "
+          "normalise rows; paper: normalise rows, then power.", choices=("reference", "paper")),
     Field("smoothing", bool, True, "Smooth attention maps", "3x3 smoothing of each word's map before "
           "comparing them, as the reference."),
     Field("hires", bool, False, "Guide the hires pass", "Also guide the second pass of hires fix (the "
