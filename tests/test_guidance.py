@@ -153,8 +153,31 @@ def test_refinement_follows_the_reference_rule(small_sd, targets_of):
     assert low.losses[0][2] <= 0.84 and low.passes == 6
     high = guidance_step(z, rows, run_unet, rec, 5.0, refinement=Refinement(3, 2, threshold_scale=0.0, **no_conv))
     assert high.passes == 4  # above the threshold: the reference stops after its iterations
-    conv = guidance_step(z, rows, run_unet, rec, 5.0, refinement=Refinement(20, 10, tolerance=0.5, patience=2))
+    conv = guidance_step(z, rows, run_unet, rec, 5.0,
+                         refinement=Refinement(20, 10, tolerance=0.5, patience=2, early_stop=True))
     assert conv.passes == 3  # converged (changed less than 50% over 2 updates): stop at once
+
+
+def test_gamma_order_changes_nothing_under_the_reference_loss(small_sd, targets_of):
+    """The two orders give T's rows in the same direction (power then normalise, or normalise then
+    power: a positive scale per row apart); the reference loss compares rows by cosine, which
+    ignores that scale, so the step is the same; the paper loss (|T - S|) sees it."""
+    prompt = "a black car and a white clock"
+    z, _, run_unet, _ = setup(small_sd, targets_of, [prompt])
+    rec = Recorder(small_sd.unet)
+    t = {order: targets_of(prompt, 3.0, order)[0][0].t for order in ("reference", "paper")}
+    causal = torch.ones_like(t["paper"], dtype=torch.bool).tril()  # T[i, j] = 0 for j > i
+    scale = (t["paper"] / t["reference"]).where(causal, (t["paper"] / t["reference"]).diagonal()[:, None])
+    assert not torch.allclose(t["paper"], t["reference"], rtol=0.1)
+    torch.testing.assert_close(scale, scale[:, :1].expand_as(scale), rtol=1e-4, atol=0)
+    steps = {(order, loss): guidance_step(z, [RowTarget(0, targets_of(prompt, 3.0, order)[0])], run_unet, rec, 5.0,
+                                          loss=loss)
+             for order in ("reference", "paper") for loss in ("reference", "paper")}
+    same, other = steps[("reference", "reference")], steps[("paper", "reference")]
+    assert other.losses[0][0] == pytest.approx(same.losses[0][0], rel=1e-5)
+    torch.testing.assert_close(other.delta, same.delta, atol=1e-5 * float(same.delta.abs().max()), rtol=0)
+    paper_change = steps[("paper", "paper")].delta - steps[("reference", "paper")].delta
+    assert paper_change.abs().max() > 0.1 * steps[("reference", "paper")].delta.abs().max()
 
 
 def test_interrupt_stops_between_passes(small_sd, targets_of):

@@ -47,25 +47,27 @@ def refinement_threshold(token_counts) -> float:
 
 @dataclass(frozen=True)
 class Refinement:
-    """The reference's iterative refinement, with a convergence stop.
+    """The reference's iterative refinement, with an optional early stop.
 
-    ``iterations`` updates are always made (unless converged); if the loss of the last of them is
-    still at or below ``threshold_scale`` times the threshold, ``extra`` more follow (the
-    reference: 20, then up to 30 only for a loss below its threshold). An image whose loss
-    changed by less than ``tolerance`` (relative) over the last ``patience`` updates has
-    converged and stops refining at once.
+    ``iterations`` updates are made; if the loss of the last of them is still at or below
+    ``threshold_scale`` times the threshold, ``extra`` more follow (the reference: 20, then up to
+    30 only for a loss below its threshold). Only with ``early_stop`` (the user's "Stop refinement
+    early", off by default: off makes exactly the reference's count) does an image whose loss
+    changed by less than ``tolerance`` (relative) over the last ``patience`` updates stop refining
+    at once.
     """
     iterations: int = 20
     extra: int = 10
     tolerance: float = 1e-3
     patience: int = 3
     threshold_scale: float = 1.0
+    early_stop: bool = False
 
     def extend(self, loss: float, threshold: float) -> bool:
         return self.extra > 0 and loss <= self.threshold_scale * threshold
 
     def converged(self, history: list[float]) -> bool:
-        if self.tolerance <= 0 or len(history) <= self.patience:
+        if not self.early_stop or self.tolerance <= 0 or len(history) <= self.patience:
             return False
         old, new = history[-1 - self.patience], history[-1]
         return abs(old - new) <= self.tolerance * abs(old)

@@ -13,6 +13,7 @@ from ..core import diagnostics, infotext
 from ..core.recorder import Recorder, UnsupportedUNet
 from ..core.schedule import Refinement, make_plan
 from ..core.settings import NAMES, Settings, SettingsError, from_args
+from . import options
 from .a1111.text import TextTargets
 
 ATTR = "tsam_job"       # the Job of this generation, on p
@@ -32,12 +33,13 @@ class Job:
         a switch of weights into the same model object changes its hash)."""
         key = (id(sd_model), getattr(sd_model, "sd_model_hash", None))
         if key not in self.texts:
-            self.texts[key] = TextTargets(sd_model, self.settings.gamma, self.settings.gamma_order)
+            self.texts[key] = TextTargets(sd_model, self.settings.gamma, self.settings.target_order)
         return self.texts[key]
 
     def plan(self, steps: int):
         s = self.settings
-        return make_plan(steps, s.alpha, s.guided_fraction, Refinement(s.refine_iterations) if s.refine else None)
+        return make_plan(steps, s.alpha, s.guided_fraction,
+                         Refinement(s.refine_iterations, early_stop=s.early_stop) if s.refine else None)
 
     def log(self, message: str) -> None:
         if getattr(shared.opts, "tsam_console_trace", True) or not message.startswith("T-SAM step"):
@@ -79,12 +81,12 @@ def requested(args, p) -> bool:
 
 
 def settings_for(p, args) -> Settings:
-    """The UI's / API's arguments, then the X/Y/Z overrides on p: a T-SAM value axis turns
-    T-SAM on unless an "[T-SAM] Enabled" axis says otherwise."""
+    """The UI's / API's arguments over the UI's defaults, then the X/Y/Z overrides on p: a T-SAM
+    value axis turns T-SAM on unless an "[T-SAM] Enabled" axis says otherwise."""
     overrides = {name: getattr(p, OVERRIDE + name) for name in NAMES if hasattr(p, OVERRIDE + name)}
     if getattr(p, OVERRIDE + "axis", False):
         overrides.setdefault("enabled", True)
-    return from_args(args).updated(**overrides)
+    return from_args(args, options.defaults()).updated(**overrides)
 
 
 def unsupported(p) -> str | None:

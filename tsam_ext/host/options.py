@@ -4,7 +4,7 @@ import gradio as gr
 
 from modules import shared
 
-from ..core.settings import BY_NAME
+from ..core.settings import BY_NAME, NAMES, Settings
 
 SECTION = ("tsam", "T-SAM")
 
@@ -35,3 +35,9 @@ def register() -> None:
 def default(name: str):
     """The UI default of a setting: the Settings tab's value where it has one."""
     return getattr(shared.opts, f"tsam_default_{name}", BY_NAME[name].default)
+
+
+def defaults() -> Settings:
+    """Every setting's UI default, as the controls are built with them: what an argument not given
+    means, whichever way the arguments came (UI, positional, dict)."""
+    return Settings().updated(**{name: default(name) for name in NAMES})

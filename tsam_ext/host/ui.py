@@ -14,25 +14,55 @@ from modules.ui_components import FormRow, InputAccordion
 
 from ..core import infotext
 from ..core.schedule import PassSteps
-from ..core.settings import BY_NAME, NAMES
+from ..core.settings import BY_NAME, NAMES, gamma_order_matters
 from .a1111 import passes
 from .options import default
 
 
-def _slider(name: str, elem_id) -> gr.Slider:
+def _slider(name: str, elem_id, **kwargs) -> gr.Slider:
     f = BY_NAME[name]
     return gr.Slider(minimum=f.minimum, maximum=f.maximum, step=f.step, value=default(name), label=f.label,
-                     elem_id=elem_id(name))
+                     elem_id=elem_id(name), **kwargs)
 
 
-def _checkbox(name: str, elem_id, value=None) -> gr.Checkbox:
+def _checkbox(name: str, elem_id, **kwargs) -> gr.Checkbox:
+    return gr.Checkbox(value=default(name), label=BY_NAME[name].label, elem_id=elem_id(name), **kwargs)
+
+
+def _radio(name: str, elem_id, **kwargs) -> gr.Radio:
     f = BY_NAME[name]
-    return gr.Checkbox(value=f.default if value is None else value, label=f.label, elem_id=elem_id(name))
+    return gr.Radio(choices=list(f.choices), value=default(name), label=f.label, elem_id=elem_id(name), **kwargs)
 
 
-def _radio(name: str, elem_id) -> gr.Radio:
-    f = BY_NAME[name]
-    return gr.Radio(choices=list(f.choices), value=f.default, label=f.label, elem_id=elem_id(name))
+class PasteKey(str):
+    """A control's key among the WebUI's paste fields that also reads the control's value.
+
+    A1111 1.10.1 copies a control from tab to tab ("Send to img2img") only if its key is a string
+    named in the script's ``paste_field_names`` (infotext_utils.connect_paste_params_buttons),
+    while pasting parameters (the paste button, PNG Info, the API's ``infotext`` field) sets a
+    callable key's result (connect_paste, Api.apply_infotext): this key is both, so every control
+    does both. The string is the setting's infotext key ("T-SAM enabled" / "T-SAM refine" for the
+    two that have none of their own)."""
+
+    def __new__(cls, name: str):
+        key = super().__new__(cls, infotext.KEYS.get(name, f"T-SAM {name}"))
+        key.name = name
+        return key
+
+    def __call__(self, params: dict):
+        """The control's value from parsed parameters, or None (leave the control as it is)."""
+        return infotext.read(params).get(self.name)
+
+
+def gamma_order_shown(loss: str) -> dict:
+    """The gamma order control under ``loss``: shown only where it is used. Hidden, it goes back to
+    the order the reference loss uses, so the preview of T shows the T that is used."""
+    return gr.update(visible=True) if gamma_order_matters(loss) else gr.update(visible=False, value="reference")
+
+
+def refinement_editable(refine: bool) -> list[dict]:
+    """Refinement's own controls (iterations, early stop) greyed out while refinement is off."""
+    return [gr.update(interactive=bool(refine))] * 2
 
 
 def intro(elem_id) -> str:
@@ -155,25 +185,30 @@ def build(script, is_img2img: bool) -> list:
         preview_image = gr.Image(label="T: what each token binds to", show_label=False, interactive=False,
                                  visible=False, type="pil", elem_id=elem_id("preview_image"))
         with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
-            with FormRow(elem_classes="tsam-row"):
-                refine = later["refine"] = _checkbox("refine", elem_id, default("refine"))
-                refine_iterations = _slider("refine_iterations", elem_id)
-            with FormRow(elem_classes="tsam-row"):
+            with FormRow(elem_classes="tsam-row"):  # refinement
+                refine = later["refine"] = _checkbox("refine", elem_id)
+                refine_iterations = _slider("refine_iterations", elem_id, interactive=default("refine"))
+                early_stop = _checkbox("early_stop", elem_id, interactive=default("refine"))
+            with FormRow(elem_classes="tsam-row"):  # how T and the maps are compared
                 loss = _radio("loss", elem_id)
-                gamma_order = _radio("gamma_order", elem_id)
+                gamma_order = _radio("gamma_order", elem_id, visible=gamma_order_matters(default("loss")))
+            with FormRow(elem_classes="tsam-row"):
+                # SDXL's choice of encoder: its semantics, and any rule to hide it for one-encoder
+                # models, belong to the SDXL backend
+                text_encoder = _radio("text_encoder", elem_id)
             with FormRow(elem_classes="tsam-row"):
                 smoothing = _checkbox("smoothing", elem_id)
                 hires = _checkbox("hires", elem_id)
-                diagnostics = _checkbox("diagnostics", elem_id, default("diagnostics"))
-            with FormRow(elem_classes="tsam-row"):
-                early_stop = _checkbox("early_stop", elem_id)
-                text_encoder = _radio("text_encoder", elem_id)
+                diagnostics = _checkbox("diagnostics", elem_id)
+        refine.change(fn=refinement_editable, inputs=[refine], outputs=[refine_iterations, early_stop],
+                      show_progress=False)
+        loss.change(fn=gamma_order_shown, inputs=[loss], outputs=[gamma_order], show_progress=False)
     controls = dict(enabled=enabled, gamma=gamma, alpha=alpha, guided_steps=guided_steps, refine=refine,
                     refine_iterations=refine_iterations, loss=loss, gamma_order=gamma_order, smoothing=smoothing,
                     hires=hires, diagnostics=diagnostics, early_stop=early_stop, text_encoder=text_encoder)
     script.links.controls(hint=hint, guided_steps=guided_steps, refine=refine, gamma=gamma, gamma_order=gamma_order,
                           preview_button=preview_button, preview_image=preview_image)
-    script.infotext_fields = [(enabled, lambda d: infotext.read(d)["enabled"])] + [
-        (controls[name], lambda d, name=name: infotext.read(d).get(name)) for name in NAMES[1:]]
-    script.paste_field_names = list(infotext.KEYS.values())
+    keys = [PasteKey(name) for name in NAMES]
+    script.infotext_fields = [(controls[key.name], key) for key in keys]
+    script.paste_field_names = keys
     return [controls[name] for name in NAMES]

@@ -111,10 +111,10 @@ def generate(model: SD1, prompts: list[str], seeds: list[int], settings: Setting
     uncond = model.encode(prompt_chunks(model.tokenizer, negative)).expand(len(prompts), -1, -1)
     guided, rows = None, []
     if settings is not None and settings.enabled:
-        rows, _ = text_rows(model, prompts, settings.gamma, settings.gamma_order)
+        rows, _ = text_rows(model, prompts, settings.gamma, settings.target_order)
         plan = make_plan(step_count(func_name, {"sigmas": sigmas}, steps), settings.alpha, settings.guided_fraction,
                          Refinement(settings.refine_iterations, refinement.extra, refinement.tolerance,
-                                    refinement.patience) if settings.refine else None)
+                                    refinement.patience, early_stop=settings.early_stop) if settings.refine else None)
         guided = make_pass(plan, profile_for(func_name), Recorder(model.unet), loss=settings.loss,
                            smooth=settings.smoothing, truncate=truncate, keep_maps=keep_maps, log=log)
     denoiser = CFGDenoiser(model_wrap, cond, uncond, cfg_scale, guided, rows)

@@ -35,6 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--guided-steps", type=int, default=f["guided_steps"].default, help=f["guided_steps"].help)
     ap.add_argument("--no-refine", action="store_true", help="skip the iterative refinement (faster)")
     ap.add_argument("--refine-iterations", type=int, default=f["refine_iterations"].default)
+    ap.add_argument("--early-stop", action="store_true",
+                    help="stop refining an image once its loss settles (faster; off makes the reference's updates)")
     ap.add_argument("--loss", default="reference", choices=f["loss"].choices, help=f["loss"].help)
     ap.add_argument("--gamma-order", default="reference", choices=f["gamma_order"].choices)
     ap.add_argument("--no-smoothing", action="store_true")
@@ -49,6 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def settings_from(args) -> Settings:
     return Settings(enabled=True).updated(gamma=args.gamma, alpha=args.alpha, guided_steps=args.guided_steps,
                                           refine=not args.no_refine, refine_iterations=args.refine_iterations,
+                                          early_stop=args.early_stop,
                                           loss=args.loss, gamma_order=args.gamma_order, smoothing=not args.no_smoothing)
 
 

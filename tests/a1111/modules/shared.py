@@ -71,6 +71,7 @@ opts = Options({
     "use_old_karras_scheduler_sigmas": False, "sigma_min": 0.0, "sigma_max": 0.0, "rho": 0.0, "beta_dist_alpha": 0.6, "beta_dist_beta": 0.6,
     "img2img_extra_noise": 0.0, "img2img_fix_steps": False, "uni_pc_variant": "bh1", "uni_pc_skip_type": "time_uniform",
     "uni_pc_order": 3, "uni_pc_lower_order_final": True, "samples_format": "png", "textual_inversion_add_hashes_to_infotext": False, "hires_fix_use_firstpass_conds": False,
+    "send_seed": True,
 })
 state = State()
 cmd_opts = types.SimpleNamespace(lowvram=False, medvram=False, no_half=True, disable_nan_check=False)
