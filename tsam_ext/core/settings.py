@@ -55,9 +55,10 @@ FIELDS = (
     Field("early_stop", bool, False, "Stop refining when settled",
           "End an image's refinement early once its loss changes by less than 0.1% over 3 updates (faster; "
           "off reproduces the reference)."),
-    Field("text_encoder", str, "both", "Text encoder for T",
-          "SDXL has two text encoders: both (the mean of their targets), CLIP-L or bigG alone. Models with one "
-          "encoder use it.", choices=("both", "clip-l", "bigg")),
+    Field("text_encoder", str, "both", "Text encoder for T (SDXL)",
+          "SDXL base has two text encoders: both (T from the mean of their attention), CLIP-L or bigG alone. "
+          "Models with one (SD 1.x, SD 2.x, the SDXL refiner) always use theirs, and the setting is not written "
+          "to their infotext.", choices=("both", "clip-l", "bigg")),
 )
 NAMES = tuple(f.name for f in FIELDS)
 BY_NAME = {f.name: f for f in FIELDS}

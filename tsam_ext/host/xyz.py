@@ -66,6 +66,9 @@ def axes(xyz):
                confirm=_confirm("refine_iterations", allow_zero=True)),
         option(f"{PREFIX} Loss", str, _apply("loss"), format_value=_legend("T-SAM loss"),
                choices=lambda: list(BY_NAME["loss"].choices), confirm=_confirm("loss")),
+        option(f"{PREFIX} {BY_NAME['text_encoder'].label}", str, _apply("text_encoder"),
+               format_value=_legend("T-SAM text encoder"), choices=lambda: list(BY_NAME["text_encoder"].choices),
+               confirm=_confirm("text_encoder")),
     ]
 
 

@@ -72,7 +72,6 @@ class Diffusion(nn.Module):
     family = ""
     parameterization = "eps"   # "v" for v-prediction (k-diffusion's CompVisVDenoiser)
     scale_factor = 0.18215     # latent scaling of the VAE
-    default_size = 512         # the resolution the family was trained at
     text_encoders: tuple[str, ...] = ()
 
     def __init__(self):

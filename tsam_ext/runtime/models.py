@@ -13,6 +13,7 @@ from . import sd1, sd2, sdxl
 from .model import Diffusion
 
 ARCHES = ("sd1", "sd2", "sd2-v", "sdxl")
+DEFAULT_SIZE = {"sd1": 512, "sd2": 512, "sd2-v": 768, "sdxl": 1024}  # px each family was trained at
 
 
 def build(arch: str, model_channels: int = 320, decoder: bool = True, seed: int = 0, peaky: bool = True,

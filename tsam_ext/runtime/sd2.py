@@ -71,7 +71,6 @@ class SD2(Diffusion):
         self.unet, self.cond_stage_model = unet, cond_stage_model
         self.decoder, self.post_quant_conv = decoder, post_quant_conv
         self.parameterization = "v" if v_prediction else "eps"
-        self.default_size = 768 if v_prediction else 512
 
     def tower_ids(self, chunks: list[PromptChunk]) -> torch.Tensor:
         """[k, 77] ids as open_clip gets them: 0 after the first end token."""

@@ -108,7 +108,6 @@ class SDXL(Diffusion):
 
     family, text_encoders = "sdxl", ("clip-l", "bigg")
     scale_factor = 0.13025
-    default_size = 1024
 
     def __init__(self, unet: nn.Module, clip_l: nn.Module, bigg: BigG, decoder: nn.Module | None,
                  post_quant_conv: nn.Module | None):
