@@ -111,3 +111,39 @@ def test_timestep_of_the_v_wrapper_is_the_ddpm_one(small_sd2):
     v, eps = external.CompVisVDenoiser(small_sd2), external.CompVisDenoiser(small_sd2)
     s = torch.tensor([3.0])
     torch.testing.assert_close(unet_timestep(v, s), unet_timestep(eps, s))
+
+
+@pytest.mark.parametrize("arch", ["sd2-v", "sdxl"])
+def test_a_checkpoint_in_a1111s_layout_loads_into_the_same_model(tmp_path, request, arch):
+    """Keys as A1111 / sgm save them (written here by hand, not by the loader): the loaded model
+    conditions and predicts exactly as the one the weights came from."""
+    from safetensors.torch import save_file
+
+    from tsam_ext.runtime import models
+    from tsam_ext.runtime.model import vae_decoder
+
+    model = request.getfixturevalue({"sd2-v": "small_sd2", "sdxl": "small_sdxl"}[arch])
+    parts = {"model.diffusion_model.": model.unet}
+    if arch == "sdxl":
+        parts |= {"conditioner.embedders.0.transformer.": model.clip_l, "conditioner.embedders.1.model.": model.bigg.model}
+    else:
+        parts["cond_stage_model.model."] = model.cond_stage_model.model
+    state = {prefix + k: v.contiguous() for prefix, module in parts.items() for k, v in module.state_dict().items()}
+    decoder, post_quant_conv = vae_decoder()
+    state |= {"first_stage_model.decoder." + k: v for k, v in decoder.state_dict().items()}
+    state |= {"first_stage_model.post_quant_conv." + k: v for k, v in post_quant_conv.state_dict().items()}
+    path = str(tmp_path / "tiny.safetensors")
+    save_file(state, path)
+    loaded = models.load_checkpoint(arch, path, model_channels=32, text_head_dim=8)
+    chunks = model.chunks(PROMPT)
+    cond, again = model.conditioning(chunks, (64, 64)), loaded.conditioning(chunks, (64, 64))
+    for a, b in ((cond, again),) if not isinstance(cond, dict) else ((cond[k], again[k]) for k in cond):
+        torch.testing.assert_close(a, b)
+    x, t = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([400.0])
+    with torch.no_grad():
+        torch.testing.assert_close(model.apply_model(x, t, cond), loaded.apply_model(x, t, again))
+    with pytest.raises(ValueError, match="not an (SD1.x|SDXL) checkpoint"):
+        models.load_checkpoint("sd1" if arch == "sdxl" else "sdxl", path, model_channels=32, text_head_dim=8)
+    if arch == "sdxl":
+        with pytest.raises(ValueError, match="does not fit SDXL at 'model.diffusion_model.'"):
+            models.load_checkpoint(arch, path, model_channels=64, text_head_dim=8)

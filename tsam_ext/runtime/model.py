@@ -164,13 +164,17 @@ def load_weights(path: str) -> dict[str, torch.Tensor]:
 
 def load_parts(state: dict[str, torch.Tensor], parts: dict[str, nn.Module], family: str, path: str) -> None:
     """Copy ``state``'s ``<prefix>*`` weights into each module of ``parts``, strictly but for buffers
-    that checkpoints leave out."""
+    that checkpoints leave out; a checkpoint of another family or size fails with a message."""
     name = os.path.basename(path)
-    for prefix, module in parts.items():
-        sub = {k[len(prefix):]: v.float() for k, v in state.items() if k.startswith(prefix)}
+    subs = {prefix: {k[len(prefix):]: v.float() for k, v in state.items() if k.startswith(prefix)} for prefix in parts}
+    for prefix, sub in subs.items():
         if not sub:
             raise ValueError(f"{name} has no '{prefix}*' weights: not an {family} checkpoint")
-        missing, unexpected = module.load_state_dict(sub, strict=False)
+    for prefix, module in parts.items():
+        try:
+            missing, unexpected = module.load_state_dict(subs[prefix], strict=False)
+        except RuntimeError as e:  # shapes: another size or family
+            raise ValueError(f"{name} does not fit {family} at '{prefix}': {str(e).splitlines()[1].strip()}") from None
         missing = [k for k in missing if not k.endswith(("position_ids", "attn_mask"))]
         unexpected = [k for k in unexpected if not k.endswith("position_ids")]
         if missing or unexpected:

@@ -29,12 +29,14 @@ def build(arch: str, model_channels: int = 320, decoder: bool = True, seed: int 
     raise ValueError(f"unknown arch {arch!r}; one of {', '.join(ARCHES)}")
 
 
-def load_checkpoint(arch: str, path: str) -> Diffusion:
-    """A checkpoint of that family in A1111's key layout, on the real-size architecture."""
+def load_checkpoint(arch: str, path: str, model_channels: int = 320, text_head_dim: int | None = None) -> Diffusion:
+    """A checkpoint of that family in A1111's key layout, on the real-size architecture (or the
+    one ``model_channels`` / ``text_head_dim`` describe)."""
+    size = dict(model_channels=model_channels, text_head_dim=text_head_dim)
     if arch == "sd1":
-        return sd1.load_checkpoint(path)
+        return sd1.load_checkpoint(path, **size)
     if arch in ("sd2", "sd2-v"):
-        return sd2.load_checkpoint(path, v_prediction=arch == "sd2-v")
+        return sd2.load_checkpoint(path, v_prediction=arch == "sd2-v", **size)
     if arch == "sdxl":
-        return sdxl.load_checkpoint(path)
+        return sdxl.load_checkpoint(path, **size)
     raise ValueError(f"unknown arch {arch!r}; one of {', '.join(ARCHES)}")

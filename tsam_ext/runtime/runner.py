@@ -59,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--model-channels", type=int, default=RANDOM_CHANNELS,
                     help="UNet width on random weights, ignored with --ckpt (320 is the real width; the default runs "
                          "both generations of SD 1.x in about 2 minutes on 2 CPU cores)")
+    ap.add_argument("--text-head-dim", type=int,
+                    help="channels per head of the text towers on random weights, ignored with --ckpt (64 is the real "
+                         "size; smaller keeps every layer and head, for SDXL's 0.8e9-parameter towers on a small machine)")
     return ap.parse_args(argv)
 
 
@@ -73,7 +76,7 @@ def load_model(args):
     if args.ckpt:
         model = models.load_checkpoint(args.arch, args.ckpt)
     else:
-        model = models.build(args.arch, model_channels=args.model_channels)
+        model = models.build(args.arch, model_channels=args.model_channels, text_head_dim=args.text_head_dim)
     model = use_sdpa(model).to(args.device)
     return model.half() if args.half else model
 

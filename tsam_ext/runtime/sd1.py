@@ -92,11 +92,11 @@ def build(model_channels: int = 320, decoder: bool = True, seed: int = 0, peaky:
         return randomise(SD1(unet, text, dec, post), peaky)
 
 
-def load_checkpoint(path: str, model_channels: int = 320) -> SD1:
+def load_checkpoint(path: str, model_channels: int = 320, text_head_dim: int | None = None) -> SD1:
     """An SD1.x ``.safetensors`` / ``.ckpt`` (A1111's layout: ``model.diffusion_model.*``,
     ``cond_stage_model.transformer.*``, ``first_stage_model.*``) on the real architectures."""
     state = load_weights(path)
-    model = build(model_channels=model_channels, peaky=False)
+    model = build(model_channels=model_channels, peaky=False, text_head_dim=text_head_dim)
     load_parts(state, {"model.diffusion_model.": model.unet, "cond_stage_model.transformer.": model.text_model,
                        "first_stage_model.decoder.": model.decoder,
                        "first_stage_model.post_quant_conv.": model.post_quant_conv}, "SD1.x", path)

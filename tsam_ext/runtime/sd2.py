@@ -110,11 +110,11 @@ def build(model_channels: int = 320, decoder: bool = True, seed: int = 0, peaky:
         return randomise(SD2(unet, text, dec, post, v_prediction), peaky)
 
 
-def load_checkpoint(path: str, v_prediction: bool, model_channels: int = 320) -> SD2:
+def load_checkpoint(path: str, v_prediction: bool, model_channels: int = 320, text_head_dim: int | None = None) -> SD2:
     """An SD 2.x checkpoint in A1111's layout (``model.diffusion_model.*``,
     ``cond_stage_model.model.*``, ``first_stage_model.*``)."""
     state = load_weights(path)
-    model = build(model_channels=model_channels, peaky=False, v_prediction=v_prediction)
+    model = build(model_channels=model_channels, peaky=False, v_prediction=v_prediction, text_head_dim=text_head_dim)
     load_parts(state, {"model.diffusion_model.": model.unet, "cond_stage_model.model.": model.cond_stage_model.model,
                        "first_stage_model.decoder.": model.decoder,
                        "first_stage_model.post_quant_conv.": model.post_quant_conv}, "SD 2.x", path)

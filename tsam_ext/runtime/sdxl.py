@@ -164,11 +164,11 @@ def build(model_channels: int = 320, decoder: bool = True, seed: int = 0, peaky:
         return randomise(SDXL(unet, clip_l, bigg, dec, post), peaky)
 
 
-def load_checkpoint(path: str, model_channels: int = 320) -> SDXL:
+def load_checkpoint(path: str, model_channels: int = 320, text_head_dim: int | None = None) -> SDXL:
     """An SDXL base checkpoint in A1111's layout (``model.diffusion_model.*``,
     ``conditioner.embedders.0.transformer.*``, ``conditioner.embedders.1.model.*``, ``first_stage_model.*``)."""
     state = load_weights(path)
-    model = build(model_channels=model_channels, peaky=False)
+    model = build(model_channels=model_channels, peaky=False, text_head_dim=text_head_dim)
     load_parts(state, {"model.diffusion_model.": model.unet, "conditioner.embedders.0.transformer.": model.clip_l,
                        "conditioner.embedders.1.model.": model.bigg.model,
                        "first_stage_model.decoder.": model.decoder,
