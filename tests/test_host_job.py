@@ -130,7 +130,7 @@ def test_dict_argument_drives_the_script(webui):
 
 
 @pytest.mark.parametrize("setup,reason", [
-    (lambda m: setattr(m, "is_sd1", False) or setattr(m, "is_sdxl", True), "SDXL is not supported"),
+    (lambda m: setattr(m, "is_sd3", True), "SD3 is a diffusion transformer"),
     (lambda m: setattr(shared.cmd_opts, "lowvram", True), "--lowvram"),
     (lambda m: setattr(sd_unet, "current_unet", object()), "alternative UNet"),
 ])

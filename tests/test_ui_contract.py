@@ -180,7 +180,8 @@ def test_axes_register_once_with_readable_labels(webui):
     xyz.register()  # the WebUI calls it again on every UI reload
     labels = [o.label for o in module.axis_options if o.label.startswith("[T-SAM]")]
     assert labels == ["[T-SAM] Enabled", "[T-SAM] Gamma", "[T-SAM] Alpha", "[T-SAM] Guided steps (%)",
-                      "[T-SAM] Refinement iterations (0 = off)", "[T-SAM] Loss", "[T-SAM] Early stop"]
+                      "[T-SAM] Refinement iterations (0 = off)", "[T-SAM] Loss", "[T-SAM] Early stop",
+                      "[T-SAM] Text encoder for T (SDXL)"]
     p = object()
     assert axis(module, "[T-SAM] Alpha").format_value(p, None, 7.5) == "T-SAM alpha: 7.5"
     assert axis(module, "[T-SAM] Enabled").format_value(p, None, "False") == "T-SAM: off"

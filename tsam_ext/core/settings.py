@@ -57,9 +57,10 @@ FIELDS = (
           "Stop an image's refinement once its loss changed by less than 0.1% over the last 3 updates: faster, "
           "but not the reference. Off: exactly the refinement iterations (+10 while the loss is low), as the "
           "reference."),
-    Field("text_encoder", str, "both", "Text encoder for T",
-          "SDXL has two text encoders: both (the mean of their targets), CLIP-L or bigG alone. Models with one "
-          "encoder use it.", choices=("both", "clip-l", "bigg")),
+    Field("text_encoder", str, "both", "Text encoder for T (SDXL)",
+          "SDXL base has two text encoders: both (T from the mean of their attention), CLIP-L or bigG alone. "
+          "Models with one (SD 1.x, SD 2.x, the SDXL refiner) always use theirs, and the setting is not written "
+          "to their infotext.", choices=("both", "clip-l", "bigg")),
 )
 NAMES = tuple(f.name for f in FIELDS)
 BY_NAME = {f.name: f for f in FIELDS}

@@ -14,7 +14,7 @@ from ..core.recorder import Recorder, UnsupportedUNet
 from ..core.schedule import Refinement, make_plan
 from ..core.settings import NAMES, Settings, SettingsError, from_args
 from . import options
-from .a1111.text import TextTargets
+from .a1111.text import TextTargets, UnsupportedText, encoders
 
 ATTR = "tsam_job"       # the Job of this generation, on p
 OVERRIDE = "tsam_"      # X/Y/Z axes set p.tsam_<setting>
@@ -29,11 +29,11 @@ class Job:
         self.traces = []  # (image index offset, hires, GuidedPass) per finished pass
 
     def texts_for(self, sd_model) -> TextTargets:
-        """T of this generation's texts for the checkpoint in use (hires and refiner may switch it;
-        a switch of weights into the same model object changes its hash)."""
-        key = (id(sd_model), getattr(sd_model, "sd_model_hash", None))
+        """T of this generation's texts for the checkpoint in use (hires and refiner may switch it)."""
+        key = model_key(sd_model)
         if key not in self.texts:
-            self.texts[key] = TextTargets(sd_model, self.settings.gamma, self.settings.target_order)
+            s = self.settings
+            self.texts[key] = TextTargets(sd_model, s.gamma, s.target_order, s.text_encoder, warn=self.warn)
         return self.texts[key]
 
     def plan(self, steps: int):
@@ -98,17 +98,28 @@ def unsupported(p) -> str | None:
     return unsupported_model(p.sd_model)
 
 
+def model_key(sd_model) -> tuple:
+    """Which checkpoint is loaded: a refiner or hires checkpoint is another object, or the same
+    object with other weights (and another hash)."""
+    return id(sd_model), getattr(sd_model, "sd_model_hash", None)
+
+
 def unsupported_model(model) -> str | None:
-    """Why T-SAM cannot read this checkpoint's attention, or None."""
+    """Why T-SAM cannot guide this checkpoint (SD 1.x, SD 2.x, SDXL and SSD-1B it can), or None."""
     if model is None:
         return "no model is loaded"
-    if not getattr(model, "is_sd1", False):
-        kind = "SDXL" if getattr(model, "is_sdxl", False) else "SD 2.x" if getattr(model, "is_sd2", False) else "this model type"
-        return f"T-SAM supports SD 1.x checkpoints; {kind} is not supported"
+    for flag, kind in (("is_sd3", "SD3"), ("is_flux", "Flux")):
+        if getattr(model, flag, False):
+            return (f"{kind} is a diffusion transformer without the UNet cross-attention T-SAM reads "
+                    f"(T-SAM guides SD 1.x, SD 2.x and SDXL)")
+    unet = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if unet is None:
+        return "this checkpoint has no UNet T-SAM can read"
     try:
-        Recorder(model.model.diffusion_model)
-    except UnsupportedUNet as e:
-        return str(e)
+        Recorder(unet)
+        encoders(model)
+    except (UnsupportedUNet, UnsupportedText) as e:
+        return f"this checkpoint cannot be guided: {e}"
     return None
 
 
@@ -153,6 +164,8 @@ def _start(p, *args) -> Job | None:
         return None
     job = Job(p, settings)
     p.extra_generation_params.update(infotext.write(settings))
+    if len(encoders(p.sd_model)) < 2:  # the text encoder setting only chooses between SDXL's two
+        p.extra_generation_params.pop(infotext.KEYS["text_encoder"])
     p.extra_generation_params[infotext.TRACE] = lambda index=0, **_: job.trace_text(index)
     p.extra_generation_params[infotext.WARNING] = lambda **_: job.warning_text()
     setattr(p, ATTR, job)

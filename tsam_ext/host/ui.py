@@ -161,8 +161,8 @@ class Links:
         if "prompt" in self.host and "prompt" not in self.wired:
             self.wired.add("prompt")
             from .preview import preview
-            o["preview_button"].click(fn=lambda text, g, order: gr.update(value=preview(text, g, order), visible=True),
-                                      inputs=[self.host["prompt"], o["gamma"], o["gamma_order"]],
+            o["preview_button"].click(fn=lambda text, g, order, enc: gr.update(value=preview(text, g, order, enc), visible=True),
+                                      inputs=[self.host["prompt"], o["gamma"], o["gamma_order"], o["text_encoder"]],
                                       outputs=[o["preview_image"]], show_progress=False)
 
 
@@ -207,7 +207,7 @@ def build(script, is_img2img: bool) -> list:
                     refine_iterations=refine_iterations, loss=loss, gamma_order=gamma_order, smoothing=smoothing,
                     hires=hires, diagnostics=diagnostics, early_stop=early_stop, text_encoder=text_encoder)
     script.links.controls(hint=hint, guided_steps=guided_steps, refine=refine, gamma=gamma, gamma_order=gamma_order,
-                          preview_button=preview_button, preview_image=preview_image)
+                          text_encoder=text_encoder, preview_button=preview_button, preview_image=preview_image)
     keys = [PasteKey(name) for name in NAMES]
     script.infotext_fields = [(controls[key.name], key) for key in keys]
     script.paste_field_names = keys

@@ -73,6 +73,9 @@ def axes(xyz):
                choices=lambda: list(BY_NAME["loss"].choices), confirm=_confirm("loss")),
         option(f"{PREFIX} Early stop", str, _apply("early_stop"), format_value=_switch("T-SAM early stop", "early_stop"),
                choices=xyz.boolean_choice(reverse=True), confirm=_confirm("early_stop")),
+        option(f"{PREFIX} {BY_NAME['text_encoder'].label}", str, _apply("text_encoder"),
+               format_value=_legend("T-SAM text encoder"), choices=lambda: list(BY_NAME["text_encoder"].choices),
+               confirm=_confirm("text_encoder")),
     ]
 
 

@@ -72,9 +72,12 @@ opts = Options({
     "img2img_extra_noise": 0.0, "img2img_fix_steps": False, "uni_pc_variant": "bh1", "uni_pc_skip_type": "time_uniform",
     "uni_pc_order": 3, "uni_pc_lower_order_final": True, "samples_format": "png", "textual_inversion_add_hashes_to_infotext": False, "hires_fix_use_firstpass_conds": False,
     "send_seed": True,
+    "sdxl_clip_l_skip": False, "sdxl_crop_top": 0, "sdxl_crop_left": 0, "sdxl_refiner_low_aesthetic_score": 2.5,
+    "sdxl_refiner_high_aesthetic_score": 6.0, "use_old_emphasis_implementation": False,
+    "refiner_switch_by_sample_steps": False, "hires_fix_refiner_pass": "second pass",
 })
 state = State()
-cmd_opts = types.SimpleNamespace(lowvram=False, medvram=False, no_half=True, disable_nan_check=False)
+cmd_opts = types.SimpleNamespace(lowvram=False, medvram=False, medvram_sdxl=False, no_half=True, disable_nan_check=False)
 sd_model = None
 device = None
 total_tqdm = types.SimpleNamespace(update=lambda *a, **k: None)

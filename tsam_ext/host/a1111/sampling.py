@@ -22,6 +22,7 @@ from ...core.guidance import BatchLimit, RowTarget
 from ...core.recorder import Recorder
 from ...core.samplers import pass_steps, profile_for
 from ...core.zspace import unet_input_scale, unet_timestep
+from ..job import model_key, unsupported_model
 from . import text
 
 
@@ -33,9 +34,12 @@ FORWARD = inspect.signature(_forward_parameters)
 
 
 def condition_dict(sd_model, crossattn, image_cond) -> dict:
-    """The cond dict the WebUI's CFG denoiser passes to the UNet (its ``make_condition_dict``)."""
+    """The cond dict the WebUI's CFG denoiser passes to the UNet (its ``make_condition_dict``);
+    SDXL's text cond is itself a dict (``crossattn``, ``vector``) that the UNet dict extends."""
     if getattr(sd_model.model, "conditioning_key", None) == "crossattn-adm":
         return {"c_crossattn": [crossattn], "c_adm": image_cond}
+    if isinstance(crossattn, dict):
+        return {**crossattn, "c_concat": [image_cond]}
     return {"c_crossattn": [crossattn], "c_concat": [image_cond]}
 
 
@@ -47,9 +51,13 @@ class SamplingPass:
         self.sampler = p.sampler
         self.denoiser = p.sampler.model_wrap_cfg
         self.schedules = text.schedules(p, hires)
+        self.model = model_key(shared.sd_model)  # the checkpoint guidance reads
         self.texts = job.texts_for(shared.sd_model)  # a hires checkpoint has its own text encoder
-        self.texts.prepare(t for image in self.schedules for sub in image for _end, t in sub)
+        self.texts.prepare(self.all_texts())
         self.guided: GuidedPass | None = None
+
+    def all_texts(self):
+        return (t for image in self.schedules for sub in image for _end, t in sub)
 
     def install(self) -> None:
         sampler, denoiser = self.sampler, self.denoiser
@@ -122,11 +130,35 @@ class SamplingPass:
                                  keep_maps=self.job.settings.diagnostics, log=self.job.log,
                                  limit=BatchLimit(getattr(shared.opts, "tsam_max_batch", 0) or None))
 
+    def follow_model(self, step: int) -> bool:
+        """Keep guidance on the checkpoint that is loaded now. The WebUI may switch to a refiner
+        in the middle of sampling (``apply_refiner`` in the CFG denoiser: new weights, in the same
+        model object or another one, new conds, a new inner model); the call that switches is
+        guided on the checkpoint it started with, every later one on the refiner, with its own
+        cross-attention layers and its own text target, or not at all if T-SAM cannot guide it.
+        Guided steps are the first ones, so the switch happened in the step before ``step``
+        (0-based), i.e. in step ``step`` counted from 1. False when guidance has stopped."""
+        model = shared.sd_model
+        if model_key(model) == self.model:
+            return True
+        name = getattr(getattr(model, "sd_checkpoint_info", None), "short_title", None) or "another checkpoint"
+        reason = unsupported_model(model)
+        if reason is not None:
+            self.stop(f"the refiner {name} took over in step {step}, and {reason}")
+            return False
+        self.guided.recorder = Recorder(model.model.diffusion_model)
+        self.texts = self.job.texts_for(model)
+        self.texts.prepare(self.all_texts())
+        self.model = model_key(model)
+        self.job.log(f"T-SAM: the refiner {name} took over in step {step}; guidance goes on from step {step + 1} "
+                     f"with its own layers and text target")
+        return True
+
     def maybe_guide(self, args: dict) -> None:
         if self.guided is None:
             return
         step = self.guided.begin_call()
-        if step is None or shared.state.interrupted or shared.state.skipped:
+        if step is None or shared.state.interrupted or shared.state.skipped or not self.follow_model(step):
             return
         x, sigma, cond, image_cond = args["x"], args["sigma"], args["cond"], args["image_cond"]
         call = self.denoiser.step
