@@ -16,6 +16,7 @@ import inspect
 import types
 
 from modules import devices, prompt_parser, shared
+from modules.hypernetworks import hypernetwork
 
 from ...core.controller import GuidedPass
 from ...core.guidance import BatchLimit, RowTarget
@@ -37,6 +38,17 @@ def condition_dict(sd_model, crossattn, image_cond) -> dict:
     if getattr(sd_model.model, "conditioning_key", None) == "crossattn-adm":
         return {"c_crossattn": [crossattn], "c_adm": image_cond}
     return {"c_crossattn": [crossattn], "c_concat": [image_cond]}
+
+
+def hypernetwork_keys(_layer, context):
+    """The text a layer's ``to_k`` reads: every A1111 attention kernel first passes the context
+    through the loaded hypernetworks (k and v each through their own modules)."""
+    return hypernetwork.apply_hypernetworks(shared.loaded_hypernetworks, context)[0]
+
+
+def recorder_for(sd_model) -> Recorder:
+    """The recorder of this model's UNet, reading each layer's keys as the WebUI's kernels do."""
+    return Recorder(sd_model.model.diffusion_model, key_context=hypernetwork_keys)
 
 
 class SamplingPass:
@@ -108,7 +120,7 @@ class SamplingPass:
     def start(self, kwargs: dict) -> None:
         steps = step_count(self.sampler.funcname, kwargs, self.denoiser.steps or self.p.steps)
         profile = profile_for(self.sampler.funcname, bool(self.sampler.config and self.sampler.config.options.get("second_order")))
-        self.guided = GuidedPass(self.job.plan(steps), profile, Recorder(shared.sd_model.model.diffusion_model),
+        self.guided = GuidedPass(self.job.plan(steps), profile, recorder_for(shared.sd_model),
                                  loss=self.job.settings.loss, smooth=self.job.settings.smoothing,
                                  should_stop=lambda: shared.state.interrupted or shared.state.skipped,
                                  keep_maps=self.job.settings.diagnostics, log=self.job.log,
