@@ -28,6 +28,7 @@ sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
 import torch  # noqa: E402
 
+import webui_bench  # noqa: E402
 from reference_strategy import ReferenceStrategyPass  # noqa: E402
 from tsam_ext.runtime import pipeline, sd1# noqa: E402
 from tsam_ext.core.guidance import guidance_step  # noqa: E402
@@ -44,6 +45,7 @@ DISABLED_TOLERANCE = 0.02   # "1.00x" within timing noise
 
 FULL = dict(sizes=[256, 512], steps=50, model_channels=320, refine_iterations=20, repeats=1)
 QUICK = dict(sizes=[64], steps=3, model_channels=32, refine_iterations=2, repeats=1)
+WEBUI = dict(FULL, sizes=[512], steps=10)  # A1111's CPU users' case; the model is the server's
 
 # key -> (label, Settings fields, generate() keywords). Settings fields get refine_iterations.
 VARIANTS = {
@@ -364,10 +366,16 @@ def parse(argv) -> argparse.Namespace:
                    help="torch threads in every worker (default %(default)s, torch's own)")
     p.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
     p.add_argument("--quick", action="store_true", help=f"tiny smoke-test configuration: {QUICK}")
+    p.add_argument("--webui", metavar="URL", help="measure through a running WebUI's API instead "
+                   "(e.g. http://127.0.0.1:7861; see webui_bench.py); --steps default 10, --sizes 512")
+    p.add_argument("--webui-pid", type=int, help="with --webui: the local server's pid, for its peak RSS")
+    p.add_argument("--rows", nargs="+", choices=list(webui_bench.ROWS), default=list(webui_bench.ROWS),
+                   help="with --webui: the rows to measure (vanilla first)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for name, value in (QUICK if args.quick else FULL).items():
+    defaults = QUICK if args.quick else WEBUI if args.webui else FULL
+    for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.worker is None:
@@ -390,6 +398,8 @@ def main(argv=None) -> int:
     if args.worker is not None:
         worker(json.loads(args.worker), args.worker_out)
         return 0
+    if args.webui:
+        return main_webui(args)
     cfg = {k: getattr(args, k) for k in ("sizes", "steps", "sampler", "batch", "repeats", "device",
                                          "model_channels", "refine_iterations", "threads")}
     report = {"machine": machine(cfg), "config": cfg, "memory": memory_method(cfg["device"]), "sizes": {}}
@@ -408,6 +418,22 @@ def main(argv=None) -> int:
         emit(size_table(size, summary, cfg))
     rows = [r for s in report["sizes"].values() for r in s["rows"].values()]
     return 1 if "error" in report["gradient"] or any("error" in r for r in rows) else 0
+
+
+def main_webui(args) -> int:
+    """The rows through a running WebUI, one table per size (``webui_bench``)."""
+    report = {"webui": args.webui, "sizes": {}}
+    for size in args.sizes:
+        before = webui_bench.load_average()
+        result = webui_bench.measure(args.webui, args.rows, size, args.steps, args.sampler, args.repeats,
+                                     args.webui_pid, log=lambda m: print(m, file=sys.stderr, flush=True))
+        report["sizes"][str(size)] = result
+        print(webui_bench.table(args.webui, size, args.steps, args.sampler, args.repeats, result,
+                                f"{before} / {webui_bench.load_average()}"), flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+    return 1 if any("error" in r for s in report["sizes"].values() for r in s.values()) else 0
 
 
 if __name__ == "__main__":

@@ -123,27 +123,6 @@ def test_non_finite_image_is_left_unchanged_and_others_move(small_sd, targets_of
     assert torch.count_nonzero(out.delta[1]) == 0 and out.delta[0].abs().max() > 0
 
 
-def test_out_of_memory_falls_back_to_smaller_batches_with_the_same_result(small_sd, targets_of):
-    prompts = ["a black car and a white clock", "a dog chasing a red ball", "two birds on a green fence"]
-    z, rows, run_unet, _ = setup(small_sd, targets_of, prompts)
-    rec = Recorder(small_sd.unet)
-    reference = guidance_step(z, rows, run_unet, rec, alpha=5.0)
-
-    def tight(z_rows, ids):
-        if len(ids) > 1:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return run_unet(z_rows, ids)
-    limit = BatchLimit()
-    out = guidance_step(z, rows, tight, rec, alpha=5.0, limit=limit)
-    assert limit.images == 1
-    torch.testing.assert_close(out.delta, reference.delta, atol=1e-5, rtol=1e-4)
-
-    def hopeless(z_rows, ids):
-        raise RuntimeError("CUDA out of memory")
-    with pytest.raises(RuntimeError):
-        guidance_step(z, rows, hopeless, rec, alpha=5.0, limit=BatchLimit())
-
-
 def test_refinement_follows_the_reference_rule(small_sd, targets_of):
     z, rows, run_unet, _ = setup(small_sd, targets_of, ["a black car and a white clock"])
     rec = Recorder(small_sd.unet)

@@ -124,7 +124,8 @@ class SamplingPass:
                                  loss=self.job.settings.loss, smooth=self.job.settings.smoothing,
                                  should_stop=lambda: shared.state.interrupted or shared.state.skipped,
                                  keep_maps=self.job.settings.diagnostics, log=self.job.log,
-                                 limit=BatchLimit(getattr(shared.opts, "tsam_max_batch", 0) or None))
+                                 limit=BatchLimit(getattr(shared.opts, "tsam_max_batch", 0) or None,
+                                                  checkpoint=bool(getattr(shared.opts, "tsam_checkpoint", False))))
 
     def maybe_guide(self, args: dict) -> None:
         if self.guided is None:
