@@ -143,12 +143,13 @@ def _loss_and_grad(z: torch.Tensor, images: list[int], rows: Sequence[RowTarget]
     sel = [i for i, row in enumerate(rows) if row.image in position and row.guided(loss)]
     leaf = z[images].detach().requires_grad_(True)
     z_rows = leaf[[position[rows[i].image] for i in sel]]
-    maps = recorder.run(lambda: run_unet(z_rows, sel), tuple(z.shape[-2:]), truncate=truncate)
-    per_row = row_losses(maps, [rows[i] for i in sel], loss, smooth)
-    owner = torch.tensor([position[rows[i].image] for i in sel], device=per_row.device)
-    per_image = per_row.new_zeros(len(images)).index_add(0, owner, per_row)
-    total = per_image.sum()
-    grad, = torch.autograd.grad(total * scale if scale != 1 else total, leaf)
+    with recorder.fused():
+        maps = recorder.run(lambda: run_unet(z_rows, sel), tuple(z.shape[-2:]), truncate=truncate)
+        per_row = row_losses(maps, [rows[i] for i in sel], loss, smooth)
+        owner = torch.tensor([position[rows[i].image] for i in sel], device=per_row.device)
+        per_image = per_row.new_zeros(len(images)).index_add(0, owner, per_row)
+        total = per_image.sum()
+        grad, = torch.autograd.grad(total * scale if scale != 1 else total, leaf)
     grad = grad.float() if scale == 1 else grad.float() / scale
     return per_image.detach(), grad, dict(zip(sel, maps.detach()))
 

@@ -8,19 +8,21 @@ input_blocks 7, 8 and output_blocks 3, 4, 5; SDXL: every level-2 transformer blo
 Recording is a scope (``Recorder.record``): forward pre-hooks recompute each selected layer's
 probabilities softmax(q k^T * scale) in float32 from its own ``to_q`` / ``to_k``, whatever
 attention kernel the host installed, so the layer's output is untouched. A host whose kernels
-transform the text before ``to_k`` (A1111's hypernetworks) hands the recorder that transform
-(``key_context``), so the maps are the layer's own. Outside the scope no hook exists. With ``truncate=True`` the pass stops as soon as the last selected layer has its
+transform the text before ``to_k`` / ``to_v`` (A1111's hypernetworks) hands the recorder that
+transform (``contexts``), so the maps are the layer's own; a host may also name the layers whose
+kernel (its own) torch's fused attention may replace during a guidance pass (``fusable``,
+``Recorder.fused``, ``fused_attention``): the same function, a cheaper backward. Outside the scope no hook exists. With ``truncate=True`` the pass stops as soon as the last selected layer has its
 probabilities: nothing after it can change the loss, so nothing after it is computed.
 """
 
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-KeyContext = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+from .fused_attention import Contexts, fused, is_attention, same_contexts
 
 LEVEL = 2  # latent/4: two 2x downsamplings
 
@@ -79,10 +81,6 @@ def keep_saved():
     return torch.autograd.graph.saved_tensors_hooks(_keep, _keep)
 
 
-def same_context(_module: torch.nn.Module, context: torch.Tensor) -> torch.Tensor:
-    return context
-
-
 def head_probs(module: torch.nn.Module, x: torch.Tensor, context_k: torch.Tensor) -> torch.Tensor:
     """Per-head probabilities [N, heads, n_q, S] in float32 of one ldm/sgm ``CrossAttention``.
 
@@ -123,11 +121,14 @@ class Recording:
 class Recorder:
     """The latent/4 cross-attention layers of one UNet, and a scope that records them."""
 
-    def __init__(self, unet: torch.nn.Module, level: int = LEVEL, key_context: KeyContext = same_context):
-        """``key_context(layer, context)`` is the text the layer's ``to_k`` reads (the host's transform)."""
+    def __init__(self, unet: torch.nn.Module, level: int = LEVEL, contexts: Contexts = same_contexts,
+                 fusable: Callable[[torch.nn.Module], bool] | None = None):
+        """``contexts(layer, context)`` is the text (k, v) the layer reads (the host's transform);
+        ``fusable(layer)`` says whether the layer's kernel is the host's own, replaceable in a pass."""
         self.unet = unet
         self.level = level
-        self.key_context = key_context
+        self.contexts = contexts
+        self.fusable = fusable
         self.layers = [m for m, lv in attention_levels(unet) if lv == level]
         if not self.layers:
             raise UnsupportedUNet(f"no cross-attention layer at level {level} (latent/{2 ** level})")
@@ -160,6 +161,16 @@ class Recorder:
         finally:
             for h in handles:
                 h.remove()
+
+    def fused(self):
+        """Scope (a guidance pass's forward and backward: a checkpoint recomputes in the backward)
+        in which the host's fusable layers run torch's fused attention."""
+        layers = [m for m in self.unet.modules() if is_attention(m) and self.fusable(m)] if self.fusable else []
+        return fused(layers, self.contexts) if layers else nullcontext()
+
+    def key_context(self, layer: torch.nn.Module, context: torch.Tensor) -> torch.Tensor:
+        """The text the layer's ``to_k`` reads."""
+        return self.contexts(layer, context)[0]
 
     def run(self, forward, latent_hw: tuple[int, int], truncate: bool = True) -> torch.Tensor:
         """Run ``forward()`` (one UNet pass) inside a recording scope; returns the maps [N, gh, gw, S]."""

@@ -40,15 +40,24 @@ def condition_dict(sd_model, crossattn, image_cond) -> dict:
     return {"c_crossattn": [crossattn], "c_concat": [image_cond]}
 
 
-def hypernetwork_keys(_layer, context):
-    """The text a layer's ``to_k`` reads: every A1111 attention kernel first passes the context
+WEBUI_KERNELS = ("modules.sd_hijack_optimizations", "modules.hypernetworks.hypernetwork")
+
+
+def hypernetwork_contexts(_layer, context):
+    """The texts (k, v) a layer reads: every A1111 attention kernel first passes the context
     through the loaded hypernetworks (k and v each through their own modules)."""
-    return hypernetwork.apply_hypernetworks(shared.loaded_hypernetworks, context)[0]
+    return hypernetwork.apply_hypernetworks(shared.loaded_hypernetworks, context)
+
+
+def webui_kernel(layer) -> bool:
+    """The layer runs one of the WebUI's own attention kernels (the class-level optimisation),
+    not another extension's forward: the guidance pass may run it as torch's fused attention."""
+    return "forward" not in vars(layer) and getattr(type(layer).forward, "__module__", None) in WEBUI_KERNELS
 
 
 def recorder_for(sd_model) -> Recorder:
-    """The recorder of this model's UNet, reading each layer's keys as the WebUI's kernels do."""
-    return Recorder(sd_model.model.diffusion_model, key_context=hypernetwork_keys)
+    """The recorder of this model's UNet, reading each layer's text as the WebUI's kernels do."""
+    return Recorder(sd_model.model.diffusion_model, contexts=hypernetwork_contexts, fusable=webui_kernel)
 
 
 class SamplingPass:
