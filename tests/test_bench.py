@@ -20,7 +20,7 @@ from tsam_ext.core.controller import GuidedPass  # noqa: E402
 from tsam_ext.core.schedule import Refinement  # noqa: E402
 from tsam_ext.core.settings import Settings  # noqa: E402
 
-QUICK_CFG = dict(bench.QUICK, sampler="DPM++ 2M", batch=1, device="cpu", threads=1)
+QUICK_CFG = dict(bench.QUICK, arch="sd1", sampler="DPM++ 2M", batch=1, device="cpu", threads=1)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ truncated pass stops after SDXL's last latent/4 layer with the full pass's gradi
 import pytest
 import torch
 
-from tsam_ext.core.guidance import RowTarget, guidance_step, row_losses
+from tsam_ext.core.guidance import guidance_step, row_losses
 from tsam_ext.core.recorder import Recorder
 from tsam_ext.core.settings import Settings
 from tsam_ext.core.zspace import unet_input_scale, unet_timestep

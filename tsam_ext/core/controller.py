@@ -103,6 +103,8 @@ class GuidedPass:
             self.log(f"T-SAM: {message}")
 
     def _report(self, step: int, out: StepOutcome) -> None:
+        for note in out.notes:
+            self.warn(note)
         for img, reason in sorted(out.skipped.items()):
             if reason in TOO_SHORT.values():  # the same at every step: say it once
                 self.warn(f"image {img + 1}: {reason}; nothing to bind, so it is not guided")

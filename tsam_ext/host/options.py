@@ -30,6 +30,8 @@ def register() -> None:
     add("tsam_console_trace", info(True, "Print the loss of every guided step to the console", section=SECTION))
     add("tsam_max_batch", info(0, "Images per guidance pass (0 = the whole batch; T-SAM halves it by itself on "
                                "out-of-memory)", gr.Slider, {"minimum": 0, "maximum": 16, "step": 1}, section=SECTION))
+    add("tsam_checkpoint", info(False, "Guidance pass with activation checkpointing (less memory, slower, same result; "
+                                "T-SAM switches to it by itself on out-of-memory)", section=SECTION))
 
 
 def default(name: str):

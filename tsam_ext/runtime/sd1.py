@@ -34,7 +34,9 @@ def clip_text_model(head_dim: int | None = None) -> nn.Module:
     if head_dim is not None:
         heads = config["num_attention_heads"]
         config.update(hidden_size=heads * head_dim, intermediate_size=4 * heads * head_dim)
-    return CLIPTextModel(CLIPTextConfig(**config))
+    # eager: the attention implementation that returns probabilities (transformers 5 defaults to SDPA,
+    # which gives none for output_attentions=True); transformers 4.30 keeps it as a plain attribute
+    return CLIPTextModel(CLIPTextConfig(**config, attn_implementation="eager"))
 
 
 def peaky_clip(text_model: nn.Module) -> None:

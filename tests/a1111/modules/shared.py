@@ -79,5 +79,6 @@ opts = Options({
 state = State()
 cmd_opts = types.SimpleNamespace(lowvram=False, medvram=False, medvram_sdxl=False, no_half=True, disable_nan_check=False)
 sd_model = None
+loaded_hypernetworks = []  # hypernetwork.Hypernetwork objects, as load_hypernetworks fills it
 device = None
 total_tqdm = types.SimpleNamespace(update=lambda *a, **k: None)

@@ -16,6 +16,7 @@ import inspect
 import types
 
 from modules import devices, prompt_parser, shared
+from modules.hypernetworks import hypernetwork
 
 from ...core.controller import GuidedPass
 from ...core.guidance import BatchLimit, RowTarget
@@ -41,6 +42,26 @@ def condition_dict(sd_model, crossattn, image_cond) -> dict:
     if isinstance(crossattn, dict):
         return {**crossattn, "c_concat": [image_cond]}
     return {"c_crossattn": [crossattn], "c_concat": [image_cond]}
+
+
+WEBUI_KERNELS = ("modules.sd_hijack_optimizations", "modules.hypernetworks.hypernetwork")
+
+
+def hypernetwork_contexts(_layer, context):
+    """The texts (k, v) a layer reads: every A1111 attention kernel first passes the context
+    through the loaded hypernetworks (k and v each through their own modules)."""
+    return hypernetwork.apply_hypernetworks(shared.loaded_hypernetworks, context)
+
+
+def webui_kernel(layer) -> bool:
+    """The layer runs one of the WebUI's own attention kernels (the class-level optimisation),
+    not another extension's forward: the guidance pass may run it as torch's fused attention."""
+    return "forward" not in vars(layer) and getattr(type(layer).forward, "__module__", None) in WEBUI_KERNELS
+
+
+def recorder_for(sd_model) -> Recorder:
+    """The recorder of this model's UNet, reading each layer's text as the WebUI's kernels do."""
+    return Recorder(sd_model.model.diffusion_model, contexts=hypernetwork_contexts, fusable=webui_kernel)
 
 
 class SamplingPass:
@@ -124,11 +145,12 @@ class SamplingPass:
         steps = pass_steps(self.sampler.funcname, kwargs, self.denoiser.steps or self.p.steps)
         profile = profile_for(self.sampler.funcname, bool(self.sampler.config and self.sampler.config.options.get("second_order")),
                               unipc=(shared.opts.uni_pc_variant, shared.opts.uni_pc_order), kwargs=kwargs)
-        self.guided = GuidedPass(self.job.plan(steps), profile, Recorder(shared.sd_model.model.diffusion_model),
+        self.guided = GuidedPass(self.job.plan(steps), profile, recorder_for(shared.sd_model),
                                  loss=self.job.settings.loss, smooth=self.job.settings.smoothing,
                                  should_stop=lambda: shared.state.interrupted or shared.state.skipped,
                                  keep_maps=self.job.settings.diagnostics, log=self.job.log,
-                                 limit=BatchLimit(getattr(shared.opts, "tsam_max_batch", 0) or None))
+                                 limit=BatchLimit(getattr(shared.opts, "tsam_max_batch", 0) or None,
+                                                  checkpoint=bool(getattr(shared.opts, "tsam_checkpoint", False))))
 
     def follow_model(self, step: int) -> bool:
         """Keep guidance on the checkpoint that is loaded now. The WebUI may switch to a refiner
@@ -146,7 +168,7 @@ class SamplingPass:
         if reason is not None:
             self.stop(f"the refiner {name} took over in step {step}, and {reason}")
             return False
-        self.guided.recorder = Recorder(model.model.diffusion_model)
+        self.guided.recorder = recorder_for(model)
         self.texts = self.job.texts_for(model)
         self.texts.prepare(self.all_texts())
         self.model = model_key(model)
