@@ -283,6 +283,8 @@ def measure_size(cfg: dict, size: int) -> dict:
     """Every variant at one size, each in its own process, one at a time."""
     results = {}
     for key, (label, _, _) in variants(cfg["arch"]).items():
+        if key not in cfg["rows"]:
+            continue
         start = time.perf_counter()
         results[key] = run_worker(dict(cfg, job="variant", variant=key, size=size))
         status = results[key].get("error") or f"median {statistics.median(results[key]['seconds']):.2f} s"
@@ -312,7 +314,7 @@ def summarize(results: dict, arch: str = "sd1") -> dict:
 def checks(rows: dict) -> list[dict]:
     """The targets' quantities from one size's rows: what, value, target, met (None: not measured)."""
     def get(key, field):
-        return rows[key].get(field)
+        return rows.get(key, {}).get(field)
 
     added_ref, added_strategy = get("reference", "added_s"), get("ref_strategy", "added_s")
     saving = added_strategy / added_ref if added_ref and added_ref > 0 and added_strategy is not None else None
@@ -434,8 +436,9 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--webui", metavar="URL", help="measure through a running WebUI's API instead "
                    "(e.g. http://127.0.0.1:7861; see webui_bench.py); --steps default 10, --sizes 512")
     p.add_argument("--webui-pid", type=int, help="with --webui: the local server's pid, for its peak RSS")
-    p.add_argument("--rows", nargs="+", choices=list(webui_bench.ROWS), default=list(webui_bench.ROWS),
-                   help="with --webui: the rows to measure (vanilla first)")
+    p.add_argument("--rows", nargs="+", choices=sorted(set(variants("sdxl")) | set(webui_bench.ROWS)),
+                   help="the rows to measure (default: all; vanilla is always measured; with --webui: "
+                        f"{', '.join(webui_bench.ROWS)})")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -452,6 +455,10 @@ def parse(argv) -> argparse.Namespace:
             p.error("--refine-iterations must be between 1 and 50 (the extension's range)")
         if args.model_channels < 32 or args.model_channels % 32:
             p.error("--model-channels must be a positive multiple of 32 (GroupNorm's 32 groups)")
+        known = webui_bench.ROWS if args.webui else variants(args.arch)
+        args.rows = ["vanilla"] + [r for r in (args.rows or known) if r != "vanilla"]
+        if any(r not in known for r in args.rows):
+            p.error(f"--rows: this run measures {', '.join(known)}")
         if args.device == "cuda" and not torch.cuda.is_available():
             p.error("--device cuda: no CUDA device is available")
     return args
@@ -466,7 +473,7 @@ def main(argv=None) -> int:
     if args.webui:
         return main_webui(args)
     cfg = {k: getattr(args, k) for k in ("arch", "sizes", "steps", "sampler", "batch", "repeats", "device",
-                                         "model_channels", "refine_iterations", "threads")}
+                                         "model_channels", "refine_iterations", "threads", "rows")}
     report = {"machine": machine(cfg), "config": cfg, "memory": memory_method(cfg["device"]), "sizes": {}}
 
     def emit(text: str) -> None:

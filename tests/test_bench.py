@@ -143,3 +143,18 @@ def test_worker_runs_in_a_fresh_process_and_reports_its_failure():
     result = bench.run_worker(job)
     assert result["64"]["relative_diff"] <= bench.GRADIENT_TOLERANCE and result["64"]["max_abs_grad"] > 0
     assert "KeyError" in bench.run_worker({"job": "variant"})["error"]
+
+
+def test_rows_measures_vanilla_and_the_rows_asked_for_and_leaves_the_rest_unmeasured(monkeypatch):
+    args = bench.parse(["--rows", "fast", "disabled", "--quick"])
+    assert args.rows == ["vanilla", "fast", "disabled"]
+    ran = []
+    monkeypatch.setattr(bench, "run_worker", lambda job: ran.append(job["variant"]) or
+                        {"seconds": [1.0], "peak_bytes": 1000, "guided_passes": [0]})
+    cfg = dict(bench.QUICK, arch="sd1", rows=args.rows)
+    summary = bench.measure_size(cfg, 64)
+    assert ran == ["vanilla", "disabled", "fast"] and set(summary["rows"]) == set(ran)
+    met = {c["what"].split(",")[0]: c["met"] for c in summary["checks"]}
+    assert met["fast preset"] is True and met["reference settings"] is None
+    with pytest.raises(SystemExit):
+        bench.parse(["--rows", "ref_strategy", "--webui", "http://127.0.0.1:1"])  # not a row an API can run
