@@ -151,20 +151,11 @@ def test_lcm_steps_z_at_its_own_timesteps(webui):
     """LCM: the UNet sees z = x * c_in at LCM's timestep of sigma (20 k + 19, not k-diffusion's
     fractional t); the move is dz / c_in; the step then continues from the denoised latent."""
     _, image = run_webui(webui, "LCM")
-    oracle = Oracle()
-    inner = sd_samplers.create_sampler("LCM", shared.sd_model).model_wrap
-    sigmas = inner.get_sigmas(STEPS)
-    r = rng.ImageRNG((4, SIZE // 8, SIZE // 8), [SEED])
-    plan = oracle.plan(STEPS)
-    x = r.next() * sigmas[0]
-    with torch.no_grad():
-        for i in range(STEPS):
-            if plan.guides(i):
-                x = guide_x(oracle, inner, x, sigmas[i:i + 1], i, plan)
-            x = oracle.cfg(inner, x, sigmas[i:i + 1])
-            if sigmas[i + 1] > 0:
-                x = x + sigmas[i + 1] * r.next()
-    torch.testing.assert_close(image, x[0], atol=1e-4, rtol=1e-4)
+
+    def lcm_step(denoised, x, sigma, sigma_next, r):
+        x = denoised(x, sigma)
+        return x + sigma_next * r.next() if sigma_next > 0 else x
+    torch.testing.assert_close(image, k_oracle("LCM", lcm_step), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("sampler,c_in_applies", [("Euler", True), ("DDIM", False)])
