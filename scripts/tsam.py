@@ -10,6 +10,9 @@ class Script(scripts.Script):
     def __init__(self):
         self.links = ui.Links()
         self.watching = False
+        # The WebUI creates every script before it builds any UI, and the X/Y/Z plot keeps the axes
+        # its UI saw; with --nowebui that UI is built before on_before_ui fires, so add them now.
+        xyz.register()
 
     def title(self):
         return "T-SAM"
@@ -34,4 +37,3 @@ class Script(scripts.Script):
 
 
 script_callbacks.on_ui_settings(options.register)
-script_callbacks.on_before_ui(xyz.register)

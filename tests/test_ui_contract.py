@@ -192,6 +192,21 @@ def test_axes_register_once_with_readable_labels(webui):
     assert axis(module, "[T-SAM] Early stop").format_value(p, None, "True") == "T-SAM early stop: on"
 
 
+def test_axes_exist_in_api_only_mode(webui):
+    """``webui.api_only`` (webui.py:26-37) builds the API before it runs ``before_ui_callback``,
+    and the Api's constructor builds every script's UI (api.py:255-270: ``ui.create_ui`` creates
+    every script, ``initialize_scripts``, then their UIs; ``init_default_script_args`` builds them
+    again). The plot keeps the axis options its ``ui()`` saw; a request's X type is an index into them."""
+    from modules import script_callbacks
+
+    module = load_xyz()
+    plot, _tsam = module.Script(), webui.module.Script()  # initialize_scripts: every script first
+    plot.ui(False)  # then create_ui / init_default_script_args
+    script_callbacks.run("before_ui")  # webui.py:37, after the API is up
+    labels = [plot.axis(i).label for i in range(len(plot.current_axis_options))]
+    assert "[T-SAM] Text encoder for T (SDXL)" in labels and "[T-SAM] Gamma" in labels
+
+
 def test_axis_values_are_checked_before_the_grid_runs(webui):
     module = load_xyz()
     xyz.register()

@@ -87,7 +87,8 @@ def find_xyz_module():
 
 
 def register() -> None:
-    """Add the axes once (the WebUI calls this before building its UI, again on a UI reload)."""
+    """Add the axes once (each T-SAM Script calls this when the WebUI creates it, before any
+    script's UI is built; again after a UI reload, with a freshly loaded plot module)."""
     xyz = find_xyz_module()
     if xyz is None:
         print("T-SAM: the X/Y/Z plot script was not found; no T-SAM axes")

@@ -1,5 +1,5 @@
 """Mirrors scripts/xyz_grid.py (the WebUI's built-in X/Y/Z plot): ``AxisOption`` and its helpers,
-the module-level ``axis_options`` list extensions extend, the parsing of an axis's values
+the module-level ``axis_options`` list extensions extend, the tab's copy of them made by ``Script.ui`` (what an axis index means), the parsing of an axis's values
 (``process_axis``: CSV or dropdown, int/float ranges as plain values, ``confirm``), and the cell
 loop (``cell``: a shallow ``copy(p)`` per cell, each axis's ``apply``, ``process_images``)."""
 
@@ -84,3 +84,13 @@ def run_cells(p, x_opt, xs, y_opt, ys):
 class Script(scripts.Script):
     def title(self):
         return "X/Y/Z plot"
+
+    def ui(self, is_img2img):
+        """The axis options of this tab as they are when the UI is built: the type dropdowns
+        (type="index") list them, and ``run`` picks an axis by its index in this copy, so an option
+        added to ``axis_options`` later never reaches this script. (The controls are left out.)"""
+        self.current_axis_options = [x for x in axis_options if type(x) == AxisOption or x.is_img2img == is_img2img]
+
+    def axis(self, index):
+        """``run``'s ``self.current_axis_options[x_type]``: the option a request's index names."""
+        return self.current_axis_options[index]
