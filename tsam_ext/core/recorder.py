@@ -65,17 +65,20 @@ def level_grid(latent_hw: tuple[int, int], level: int = LEVEL) -> tuple[int, int
 
 
 def attention_probs(module: torch.nn.Module, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    """Head-averaged probabilities [N, n_q, S] in float32 of one ldm/sgm ``CrossAttention``.
+    """Head-averaged probabilities [N, n_q, S] in float32 of one ldm/sgm/Forge ``CrossAttention``.
 
     ``x`` [N, n_q, C] is the layer's (normalised) input, ``context`` [N, S, D] the text.
     The product runs with autocast off so fp16 models still get float32 logits.
     """
     q, k = module.to_q(x), module.to_k(context)
     n, heads = q.shape[0], module.heads
+    scale = getattr(module, "scale", None)
+    if scale is None:  # Forge's CrossAttention keeps dim_head, not the scale it implies
+        scale = module.dim_head ** -0.5
     with torch.autocast(device_type=q.device.type, enabled=False):
         q = q.float().reshape(n, q.shape[1], heads, -1).transpose(1, 2)
         k = k.float().reshape(n, k.shape[1], heads, -1).transpose(1, 2)
-        probs = (q @ k.transpose(-1, -2) * module.scale).softmax(dim=-1)
+        probs = (q @ k.transpose(-1, -2) * scale).softmax(dim=-1)
         return probs.mean(dim=1)
 
 

@@ -4,7 +4,8 @@ the sampler continues from.
 Samplers report a finished step through their ``callback`` (k-diffusion's ``{'x', 'i', ...}``).
 First-order samplers make one model call per step; k-diffusion's second-order samplers call
 the model on the step's latent, then the callback, then once more on a derived latent (that
-call is not a step of its own); UniPC evaluates the model on its predicted next latent before
+call is not a step of its own; Forge's Heun++ makes two, one at the second-to-last step and none
+at the last); UniPC evaluates the model on its predicted next latent before
 the previous step's callback and then rebuilds that latent with its corrector.
 """
 
@@ -15,23 +16,29 @@ from dataclasses import dataclass
 class SamplerProfile:
     evals_after_callback: int = 0      # model calls a step makes after its callback
     evaluates_prediction: bool = False # calls after the first see a predicted latent that is rebuilt
+    fewer_at_end: bool = False         # each step evaluates at most the sigmas left to it (Heun++)
 
-    def step_of_call(self, calls: int, callbacks: int, calls_since_callback: int) -> int | None:
+    def step_of_call(self, calls: int, callbacks: int, calls_since_callback: int, steps: int = 0) -> int | None:
         """The sampler step a model call starts, or None for an intermediate call.
 
-        ``calls`` counts this call (1-based); ``callbacks`` the steps reported finished.
+        ``calls`` counts this call (1-based); ``callbacks`` the steps reported finished; ``steps``
+        the steps of the pass (read only by ``fewer_at_end`` profiles).
         """
         if self.evaluates_prediction:
             return calls - 1
         if callbacks == 0:
             return 0 if calls == 1 else None
-        return callbacks if calls_since_callback == 1 + self.evals_after_callback else None
+        extra = self.evals_after_callback
+        if self.fewer_at_end:  # step j has sigmas j+1 .. steps after its own: at most steps - 1 - j more calls
+            extra = min(extra, steps - callbacks)
+        return callbacks if calls_since_callback == 1 + extra else None
 
 
 SECOND_ORDER = frozenset({"sample_heun", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral",
                           "sample_dpmpp_sde", "restart_sampler"})
 PROFILES = {name: SamplerProfile(evals_after_callback=1) for name in SECOND_ORDER}
 PROFILES["unipc"] = SamplerProfile(evaluates_prediction=True)
+PROFILES["sample_heunpp2"] = SamplerProfile(evals_after_callback=2, fewer_at_end=True)  # Forge's Heun++ (HeunPP2)
 
 
 def function_name(func) -> str:

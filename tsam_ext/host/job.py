@@ -7,13 +7,13 @@ steers each sampling pass. A setting that cannot be used, or a model T-SAM canno
 a clear message in the console, the infotext and under the image, and an unguided image.
 """
 
-from modules import images, sd_unet, shared
+from modules import images, shared
 
 from ..core import diagnostics, infotext
 from ..core.recorder import Recorder, UnsupportedUNet
 from ..core.schedule import Refinement, make_plan
 from ..core.settings import NAMES, Settings, SettingsError, from_args
-from .a1111.text import TextTargets
+from .backend import current as backend
 
 ATTR = "tsam_job"       # the Job of this generation, on p
 OVERRIDE = "tsam_"      # X/Y/Z axes set p.tsam_<setting>
@@ -22,17 +22,17 @@ OVERRIDE = "tsam_"      # X/Y/Z axes set p.tsam_<setting>
 class Job:
     def __init__(self, p, settings: Settings):
         self.p, self.settings = p, settings
-        self.texts: dict[tuple, TextTargets] = {}  # per loaded checkpoint
+        self.texts: dict[tuple, backend.TextTargets] = {}  # per loaded checkpoint
         self.losses: dict[tuple[int, bool], tuple[float, float]] = {}  # (image index, hires) -> (first, last)
         self.warnings: list[str] = []
         self.traces = []  # (image index offset, hires, GuidedPass) per finished pass
 
-    def texts_for(self, sd_model) -> TextTargets:
+    def texts_for(self, sd_model) -> "backend.TextTargets":
         """T of this generation's texts for the checkpoint in use (hires and refiner may switch it;
         a switch of weights into the same model object changes its hash)."""
         key = (id(sd_model), getattr(sd_model, "sd_model_hash", None))
         if key not in self.texts:
-            self.texts[key] = TextTargets(sd_model, self.settings.gamma, self.settings.gamma_order)
+            self.texts[key] = backend.TextTargets(sd_model, self.settings.gamma, self.settings.gamma_order)
         return self.texts[key]
 
     def plan(self, steps: int):
@@ -89,22 +89,22 @@ def settings_for(p, args) -> Settings:
 
 def unsupported(p) -> str | None:
     """Why T-SAM cannot guide this generation, or None."""
-    if getattr(shared.cmd_opts, "lowvram", False):
-        return "--lowvram streams the UNet block by block, so no gradient can flow through it (--medvram works)"
-    if getattr(sd_unet, "current_unet", None) is not None:
-        return f"the alternative UNet {sd_unet.current_unet.__class__.__name__} has no attention layers T-SAM can read"
-    return unsupported_model(p.sd_model)
+    return backend.unsupported(p) or unsupported_model(p.sd_model)
 
 
 def unsupported_model(model) -> str | None:
     """Why T-SAM cannot read this checkpoint's attention, or None."""
     if model is None:
         return "no model is loaded"
+    try:
+        unet = backend.unet(model)
+    except UnsupportedUNet as e:
+        return str(e)
     if not getattr(model, "is_sd1", False):
         kind = "SDXL" if getattr(model, "is_sdxl", False) else "SD 2.x" if getattr(model, "is_sd2", False) else "this model type"
         return f"T-SAM supports SD 1.x checkpoints; {kind} is not supported"
     try:
-        Recorder(model.model.diffusion_model)
+        Recorder(unet)
     except UnsupportedUNet as e:
         return str(e)
     return None
@@ -147,10 +147,8 @@ def before_sampling(p) -> None:
     job = getattr(p, ATTR, None)
     if job is None or (p.is_hr_pass and not job.settings.hires):
         return
-    from .a1111.sampling import SamplingPass
-
     try:
-        SamplingPass(job, p, hires=p.is_hr_pass).install()
+        backend.SamplingPass(job, p, hires=p.is_hr_pass).install()
     except Exception as e:  # noqa: BLE001 - never lose the generation to T-SAM
         job.warn(f"guidance could not start: {type(e).__name__}: {e}")
 

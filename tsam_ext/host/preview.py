@@ -11,7 +11,7 @@ from modules import extra_networks, prompt_parser, shared
 
 from ..core import diagnostics
 from .job import unsupported_model
-from .a1111.text import TextTargets
+from .backend import current as backend
 
 
 def first_step_texts(prompt: str) -> list[str]:
@@ -28,7 +28,7 @@ def panels(prompt: str, gamma, order: str) -> list[tuple[str, "diagnostics.Image
     reason = unsupported_model(shared.sd_model)
     if reason:
         raise gr.Error(f"T-SAM preview: {reason}")
-    targets = TextTargets(shared.sd_model, float(gamma), order)
+    targets = backend.TextTargets(shared.sd_model, float(gamma), order)
     texts = first_step_texts(prompt or "")
     targets.prepare(texts)
     if not any(chunk.n for text in texts for chunk in targets[text]):
