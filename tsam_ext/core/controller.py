@@ -51,7 +51,7 @@ class GuidedPass:
         """Count a model call; the sampler step it starts if that step is to be guided, else None."""
         self.calls += 1
         self.calls_since_callback += 1
-        step = self.profile.step_of_call(self.calls, self.callbacks, self.calls_since_callback, self.plan.steps)
+        step = self.profile.step_of_call(self.calls, self.callbacks, self.calls_since_callback)
         if step is None or step >= self.plan.guided or self.stopped:
             return None
         return step

@@ -65,16 +65,14 @@ def level_grid(latent_hw: tuple[int, int], level: int = LEVEL) -> tuple[int, int
 
 
 def attention_probs(module: torch.nn.Module, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    """Head-averaged probabilities [N, n_q, S] in float32 of one ldm/sgm/Forge ``CrossAttention``.
+    """Head-averaged probabilities [N, n_q, S] in float32 of one ldm/sgm ``CrossAttention``.
 
     ``x`` [N, n_q, C] is the layer's (normalised) input, ``context`` [N, S, D] the text.
     The product runs with autocast off so fp16 models still get float32 logits.
     """
     q, k = module.to_q(x), module.to_k(context)
     n, heads = q.shape[0], module.heads
-    scale = getattr(module, "scale", None)
-    if scale is None:  # Forge's CrossAttention keeps dim_head, not the scale it implies
-        scale = module.dim_head ** -0.5
+    scale = getattr(module, "scale", None) or (q.shape[-1] // heads) ** -0.5
     with torch.autocast(device_type=q.device.type, enabled=False):
         q = q.float().reshape(n, q.shape[1], heads, -1).transpose(1, 2)
         k = k.float().reshape(n, k.shape[1], heads, -1).transpose(1, 2)

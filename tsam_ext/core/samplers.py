@@ -16,13 +16,13 @@ from dataclasses import dataclass
 class SamplerProfile:
     evals_after_callback: int = 0      # model calls a step makes after its callback
     evaluates_prediction: bool = False # calls after the first see a predicted latent that is rebuilt
-    fewer_at_end: bool = False         # each step evaluates at most the sigmas left to it (Heun++)
+    fewer_at_end: bool = False         # each step evaluates at most the sigmas left to it (Forge's Heun++)
+    steps: int = 0                     # the steps of the pass (read by fewer_at_end profiles)
 
-    def step_of_call(self, calls: int, callbacks: int, calls_since_callback: int, steps: int = 0) -> int | None:
+    def step_of_call(self, calls: int, callbacks: int, calls_since_callback: int) -> int | None:
         """The sampler step a model call starts, or None for an intermediate call.
 
-        ``calls`` counts this call (1-based); ``callbacks`` the steps reported finished; ``steps``
-        the steps of the pass (read only by ``fewer_at_end`` profiles).
+        ``calls`` counts this call (1-based); ``callbacks`` the steps reported finished.
         """
         if self.evaluates_prediction:
             return calls - 1
@@ -30,7 +30,7 @@ class SamplerProfile:
             return 0 if calls == 1 else None
         extra = self.evals_after_callback
         if self.fewer_at_end:  # step j has sigmas j+1 .. steps after its own: at most steps - 1 - j more calls
-            extra = min(extra, steps - callbacks)
+            extra = min(extra, self.steps - callbacks)
         return callbacks if calls_since_callback == 1 + extra else None
 
 

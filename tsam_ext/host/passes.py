@@ -13,6 +13,7 @@ two instance attributes that shadow the class's methods and die with the sampler
   sampler's state), then calls whatever forward was there before (other extensions' included).
 """
 
+import dataclasses
 import functools
 import inspect
 import types
@@ -49,8 +50,8 @@ class SamplingPass:
         self.texts.prepare(t for image in self.schedules for sub in image for _end, t in sub)
         self.guided: GuidedPass | None = None
 
-    def unet(self) -> torch.nn.Module:
-        """The UNet this pass samples with (its cross-attention layers are recorded)."""
+    def recorder(self) -> Recorder:
+        """The recorder of the UNet this pass samples with."""
         raise NotImplementedError
 
     def guide(self, x: torch.Tensor, step: int, rows: list[RowTarget], sigma: torch.Tensor, cond,
@@ -120,7 +121,7 @@ class SamplingPass:
     def start(self, kwargs: dict) -> None:
         steps = step_count(self.sampler.funcname, kwargs, self.denoiser.steps or self.p.steps)
         profile = profile_for(self.sampler.funcname, bool(self.sampler.config and self.sampler.config.options.get("second_order")))
-        self.guided = GuidedPass(self.job.plan(steps), profile, Recorder(self.unet()),
+        self.guided = GuidedPass(self.job.plan(steps), dataclasses.replace(profile, steps=steps), self.recorder(),
                                  loss=self.job.settings.loss, smooth=self.job.settings.smoothing,
                                  should_stop=lambda: shared.state.interrupted or shared.state.skipped,
                                  keep_maps=self.job.settings.diagnostics, log=self.job.log,

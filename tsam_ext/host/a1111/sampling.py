@@ -4,6 +4,7 @@ k-diffusion wrapper (x itself for the timestep samplers)."""
 
 from modules import shared
 
+from ...core.recorder import Recorder
 from ...core.zspace import unet_input_scale, unet_timestep
 from .. import passes
 
@@ -16,8 +17,8 @@ def condition_dict(sd_model, crossattn, image_cond) -> dict:
 
 
 class SamplingPass(passes.SamplingPass):
-    def unet(self):
-        return shared.sd_model.model.diffusion_model
+    def recorder(self):
+        return Recorder(shared.sd_model.model.diffusion_model)
 
     def guide(self, x, step, rows, sigma, cond, image_cond):
         inner = self.denoiser.inner_model

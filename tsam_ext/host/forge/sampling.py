@@ -18,6 +18,7 @@ import torch
 
 from backend.sampling.sampling_function import compute_cond_indices, compute_cond_mark
 
+from ...core.recorder import Recorder
 from .. import passes
 from .autograd import trainable
 
@@ -52,8 +53,8 @@ class SamplingPass(passes.SamplingPass):
         """The UnetPatcher of this sampling pass (what ``sampling_function`` samples with)."""
         return self.denoiser.inner_model.inner_model.forge_objects.unet
 
-    def unet(self):
-        return self.patcher().model.diffusion_model
+    def recorder(self):
+        return Recorder(self.patcher().model.diffusion_model)
 
     def guide(self, x, step, rows, sigma, cond, image_cond):
         patcher = self.patcher()
