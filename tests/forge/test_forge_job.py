@@ -199,6 +199,29 @@ def test_models_without_unet_cross_attention_are_refused_plainly(forge):
     assert error.startswith("SDXL is not supported in Forge yet") and "without T-SAM" in error
 
 
+def test_preview_before_any_generation_loads_the_checkpoint_on_forges_main_thread(forge, small_sd):
+    """Forge loads a checkpoint with the first generation after it is chosen; until then
+    ``shared.sd_model`` is a placeholder. The preview loads it, on Forge's main thread."""
+    sd_models, shared, main_thread = host("modules.sd_models"), host("modules.shared"), host("modules_forge.main_thread")
+    forge.load("random-sd15-c", small_sd)
+    shared.sd_model = sd_models.model_data.sd_model = sd_models.FakeInitialModel()
+    main_thread.threads.clear()
+    try:
+        preview = host("tsam_ext.host.preview")
+        titles = [t for t, _ in preview.panels("a black car and a white clock", 3, "reference")]
+        assert titles == ["T (gamma 3, reference order)"]
+        assert shared.sd_model is not None and shared.sd_model.sd_checkpoint_info.name == "random-sd15-c"
+        assert [t.name for t in main_thread.threads] == ["forge-main-thread"]
+        flux = host("backend.diffusion_engine.flux").Flux()
+        shared.sd_model = sd_models.model_data.sd_model = flux
+        sd_models.model_data.forge_hash = str(sd_models.model_data.forge_loading_parameters)  # Flux is "loaded"
+        import gradio as gr
+        with pytest.raises(gr.Error, match="Flux has no UNet cross-attention"):
+            preview.panels("a cat", 3, "reference")
+    finally:
+        forge.load("random-sd15", small_sd)
+
+
 def test_diagnostics_and_preview(forge):
     _, res = forge.generate(tsam=dict(enabled=True, refine=False, diagnostics=True), steps=3, width=64, height=64)
     assert len(res.images) == 2 and res.infotexts[1] == "T-SAM diagnostics of image 1"
@@ -222,3 +245,42 @@ def test_an_interrupt_during_guidance_stops_at_once_and_keeps_the_image(forge, m
     monkeypatch.setattr(guidance, "_loss_and_grad", counting)
     _, res = forge.generate(tsam=dict(enabled=True, refine=True), steps=3, width=64, height=64)
     assert len(passes) == 2 and len(res.latents) == 1
+
+
+def test_the_guidance_pass_calls_the_unet_as_forge_does_for_cond_rows(forge, monkeypatch):
+    """What another extension put on this pass's UNet patcher (transformer options, an inpainting
+    model's concat image) reaches the guidance pass, whose rows are all marked conditional."""
+    scripts = host("modules.scripts")
+    k_model = host("backend.modules.k_model")
+    calls, real = [], k_model.KModel.apply_model
+
+    def spy(self, x, t, c_concat=None, **kwargs):
+        if torch.is_grad_enabled():
+            calls.append((None if c_concat is None else tuple(c_concat.shape), kwargs["transformer_options"]))
+        return real(self, x, t, **kwargs)  # the stand-in UNet has no inpainting channels
+
+    class Patcher(scripts.Script):
+        def title(self):
+            return "patcher"
+
+        def show(self, is_img2img):
+            return scripts.AlwaysVisible
+
+        def process_before_every_sampling(self, p, *args, **kwargs):
+            unet = p.sd_model.forge_objects.unet.clone()
+            unet.model_options["transformer_options"]["other_extension"] = "here"
+            unet.extra_concat_condition = torch.zeros(1, 5, 8, 8)
+            p.sd_model.forge_objects.unet = unet
+
+    monkeypatch.setattr(k_model.KModel, "apply_model", spy)
+    runner = scripts.ScriptRunner([Patcher, forge.module.Script])
+    import gradio as gr
+    with gr.Blocks():
+        runner.setup_ui()
+    args = runner.default_args()
+    args[1] = True
+    forge.generate(runner=runner, raw_args=args, steps=2, width=64, height=64)
+    assert calls
+    concat, options = calls[0]
+    assert concat == (1, 5, 8, 8) and options["other_extension"] == "here"
+    assert options["cond_or_uncond"] == [0] and options["cond_indices"] == [0] and options["uncond_indices"] == []

@@ -102,10 +102,10 @@ def oracle(forge, sampler, steps=4):
         return u + (c - u) * 7.0
 
     def step_delta(z, sigma, i):
-        c_in = predictor.calculate_input(sigma, torch.ones(1, 1, 1, 1))
-        run = lambda zr, ids: km.apply_model(zr / c_in, sigma, c_crossattn=cond, transformer_options={})
         from tsam_ext.host.forge.autograd import trainable
         with trainable(km.diffusion_model):
+            c_in = predictor.calculate_input(sigma, torch.ones(1, 1, 1, 1))
+            run = lambda zr, ids: km.apply_model(zr / c_in, sigma, c_crossattn=cond, transformer_options={})
             return guidance_step(z, rows, run, unet, float(plan.alphas[i])).delta
 
     return plan, predictor, denoised, step_delta
@@ -113,9 +113,11 @@ def oracle(forge, sampler, steps=4):
 
 def test_euler_guided_latent_matches_the_loop_by_hand(forge):
     rng = importlib.import_module("modules.rng")
-    _, res = forge.generate(tsam=dict(enabled=True, refine=False), sampler_name="Euler", steps=4, width=64, height=64, seed=3)
+    _, res = forge.generate(tsam=dict(enabled=True, refine=False), sampler_name="Euler", steps=4, width=128, height=128, seed=3)
+    _, plain = forge.bare(sampler_name="Euler", steps=4, width=128, height=128, seed=3)
+    assert (res.latents[0] - plain.latents[0]).abs().max() > 1e-3  # the comparison below is not vacuous
     plan, predictor, denoised, step_delta = oracle(forge, "Euler")
-    noise = rng.ImageRNG((4, 8, 8), [3]).next()
+    noise = rng.ImageRNG((4, 16, 16), [3]).next()
     sampler = importlib.import_module("modules.sd_samplers").create_sampler("Euler", forge.model)
     sigmas = sampler.model_wrap.get_sigmas(4)
     x = noise * sigmas[0]
@@ -133,9 +135,11 @@ def test_ddim_guided_latent_matches_the_loop_by_hand(forge):
     """DDIM hands Forge a timestep; Forge rescales x to the sigma of that timestep: the UNet input,
     and so the guided latent, is x itself."""
     rng = importlib.import_module("modules.rng")
-    _, res = forge.generate(tsam=dict(enabled=True, refine=False), sampler_name="DDIM", steps=4, width=64, height=64, seed=3)
+    _, res = forge.generate(tsam=dict(enabled=True, refine=False), sampler_name="DDIM", steps=4, width=128, height=128, seed=3)
+    _, plain = forge.bare(sampler_name="DDIM", steps=4, width=128, height=128, seed=3)
+    assert (res.latents[0] - plain.latents[0]).abs().max() > 1e-3  # the comparison below is not vacuous
     plan, predictor, denoised, step_delta = oracle(forge, "DDIM")
-    x = rng.ImageRNG((4, 8, 8), [3]).next()
+    x = rng.ImageRNG((4, 16, 16), [3]).next()
     acd = 1.0 / (predictor.sigmas ** 2 + 1)
     sigma_of = ((1 - acd) / acd) ** 0.5  # the sigma Forge's denoiser gives a timestep
     timesteps = torch.clip(torch.arange(0, 1000, 1000 // 4) + 1, 0, 999)

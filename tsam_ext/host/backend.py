@@ -8,7 +8,9 @@ names, and neither imports the other:
 - ``TextTargets(sd_model, gamma, order)``: T of the texts of a generation, per chunk;
 - ``SamplingPass(job, p, hires)``: the wrappers that steer one sampling pass;
 - ``unet(sd_model)``: the denoising UNet, or ``UnsupportedUNet`` saying why there is none to guide;
-- ``unsupported(p)``: why this host cannot guide the generation at all (memory modes, replaced UNets), or None.
+- ``unsupported(p)``: why this host cannot guide the generation at all (memory modes, replaced UNets), or None;
+- ``with_model(fn)``: ``fn(sd_model)`` for work the UI asks for outside a generation (the T preview),
+  with the checkpoint a generation would use, where the host runs model work.
 """
 
 import importlib

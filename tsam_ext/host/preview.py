@@ -7,7 +7,7 @@ as the WebUI does.
 
 import gradio as gr
 
-from modules import extra_networks, prompt_parser, shared
+from modules import extra_networks, prompt_parser
 
 from ..core import diagnostics
 from .job import unsupported_model
@@ -25,10 +25,14 @@ def first_step_texts(prompt: str) -> list[str]:
 
 def panels(prompt: str, gamma, order: str) -> list[tuple[str, "diagnostics.Image.Image"]]:
     """(title, heatmap of T) for every chunk of every sub-prompt; raises gr.Error with a reason instead."""
-    reason = unsupported_model(shared.sd_model)
+    return backend.with_model(lambda sd_model: model_panels(sd_model, prompt, gamma, order))
+
+
+def model_panels(sd_model, prompt: str, gamma, order: str) -> list[tuple[str, "diagnostics.Image.Image"]]:
+    reason = unsupported_model(sd_model)
     if reason:
         raise gr.Error(f"T-SAM preview: {reason}")
-    targets = backend.TextTargets(shared.sd_model, float(gamma), order)
+    targets = backend.TextTargets(sd_model, float(gamma), order)
     texts = first_step_texts(prompt or "")
     targets.prepare(texts)
     if not any(chunk.n for text in texts for chunk in targets[text]):

@@ -2,7 +2,8 @@
 parameters) and ``forge_model_reload`` (:473, under ``torch.inference_mode``): a new model from
 ``forge_loader`` when the loading parameters changed, with its ``sd_model_hash``. A checkpoint
 here is ``CheckpointInfo(name, checkpoint)`` over a ``tsam_ext.runtime.sd1.SD1``;
-``checkpoint_change`` stands for modules_forge/main_entry.py's."""
+``checkpoint_change`` stands for modules_forge/main_entry.py's. Until a generation (or
+``forge_model_reload``) loads a checkpoint, the model is a ``FakeInitialModel``."""
 
 from dataclasses import dataclass
 
@@ -21,9 +22,16 @@ class CheckpointInfo:
         return f"{abs(hash(self.name)) % 16 ** 10:010x}"
 
 
+class FakeInitialModel:
+    """What ``shared.sd_model`` is until the first generation loads a checkpoint (:385)."""
+
+    def __init__(self):
+        self.cond_stage_model = None
+
+
 class ModelData:
     def __init__(self):
-        self.sd_model = None
+        self.sd_model = FakeInitialModel()
         self.forge_hash = None
         self.forge_loading_parameters = {}
 

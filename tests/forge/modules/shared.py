@@ -5,3 +5,4 @@ names (Forge makes ``sd_model`` a property over ``sd_models.model_data``; here t
 from reuse import a1111
 
 a1111("modules/shared.py", globals())
+

@@ -6,7 +6,7 @@ from modules import sd_unet, shared
 from .sampling import SamplingPass
 from .text import TextTargets
 
-__all__ = ["SamplingPass", "TextTargets", "unet", "unsupported"]
+__all__ = ["SamplingPass", "TextTargets", "unet", "unsupported", "with_model"]
 
 
 def unet(sd_model):
@@ -21,3 +21,8 @@ def unsupported(p) -> str | None:
     if getattr(sd_unet, "current_unet", None) is not None:
         return f"the alternative UNet {sd_unet.current_unet.__class__.__name__} has no attention layers T-SAM can read"
     return None
+
+
+def with_model(fn):
+    """``fn`` of the loaded checkpoint (A1111 loads it at start and on every switch)."""
+    return fn(shared.sd_model)

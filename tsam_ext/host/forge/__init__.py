@@ -2,11 +2,14 @@
 targets from Forge's text engines and the steering of its samplers through its own UNet (the
 names ``host.backend`` documents)."""
 
+from modules import sd_models
+from modules_forge import main_thread
+
 from ...core.recorder import UnsupportedUNet
 from .sampling import SamplingPass
 from .text import TextTargets
 
-__all__ = ["SamplingPass", "TextTargets", "unet", "unsupported"]
+__all__ = ["SamplingPass", "TextTargets", "unet", "unsupported", "with_model"]
 
 SUPPORTED = ("is_sd1",)  # SD 2.x and SDXL follow when their text targets are read from Forge's engines
 
@@ -28,3 +31,23 @@ def unsupported(p) -> str | None:
     like A1111's --lowvram; its low-memory modes compute with per-layer copies of the weights,
     which autograd takes like any tensor."""
     return None
+
+
+def with_model(fn):
+    """``fn`` of the checkpoint the next generation uses, on Forge's main thread as its own model
+    work runs (queued behind a running generation). Forge loads a checkpoint at the first
+    generation after it is chosen (``forge_model_reload``); before that ``shared.sd_model`` is a
+    placeholder, so this loads it first. The main thread prints and swallows exceptions: an
+    error of ``fn`` is carried back and raised here."""
+    outcome = {}
+
+    def task():
+        try:
+            outcome["value"] = fn(sd_models.forge_model_reload()[0])
+        except Exception as e:  # noqa: BLE001 - raised again in the caller's thread
+            outcome["error"] = e
+
+    main_thread.run_and_wait_result(task)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
