@@ -1,11 +1,13 @@
 """T-SAM's cost as ratios against vanilla generation measured in the same run.
 
-    python bench/bench.py [--sizes 256 512] [--steps 50] [--sampler "DPM++ 2M"] [--batch 1]
-                          [--repeats 1] [--device cpu|cuda] [--model-channels 320]
+    python bench/bench.py [--arch sd1|sd2|sd2-v|sdxl] [--sizes 256 512] [--steps 50] [--sampler "DPM++ 2M"]
+                          [--batch 1] [--repeats 1] [--device cpu|cuda] [--model-channels 320]
                           [--refine-iterations 20] [--threads N] [--json PATH] [--quick]
+    python bench/bench.py --webui URL ...      (through a running WebUI: webui_bench.py)
 
-SD1.5-size UNet, CLIP-L and VAE decoder with random weights (``tsam_ext.runtime.sd1.build``), every
-UNet attention on torch's fused SDPA (A1111's default). Each variant of each size runs alone
+The family's real-size UNet, text encoders and VAE decoder with random weights
+(``tsam_ext.runtime.models.build``; ``--model-channels`` shrinks the UNet for a CPU), every
+UNet attention on torch's fused SDPA (A1111's "sdp"). Each variant of each size runs alone
 in a fresh subprocess of this script: build, one short warm-up generation of the same variant,
 then ``--repeats`` timed generations (median reported) with the peak memory since the warm-up.
 Prints markdown to stdout; progress and worker failures go to stderr.
@@ -28,9 +30,12 @@ sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
 import torch  # noqa: E402
 
+import webui_bench  # noqa: E402
 from reference_strategy import ReferenceStrategyPass  # noqa: E402
-from tsam_ext.runtime import pipeline, sd1# noqa: E402
-from tsam_ext.core.guidance import guidance_step  # noqa: E402
+from tsam_ext.runtime import models, pipeline  # noqa: E402
+from tsam_ext.runtime.model import Diffusion, use_sdpa  # noqa: E402
+from tsam_ext.core.controller import GuidedPass  # noqa: E402
+from tsam_ext.core.guidance import BatchLimit, guidance_step  # noqa: E402
 from tsam_ext.core.recorder import Recorder  # noqa: E402
 from tsam_ext.core.schedule import Refinement  # noqa: E402
 from tsam_ext.core.settings import Settings  # noqa: E402
@@ -44,6 +49,7 @@ DISABLED_TOLERANCE = 0.02   # "1.00x" within timing noise
 
 FULL = dict(sizes=[256, 512], steps=50, model_channels=320, refine_iterations=20, repeats=1)
 QUICK = dict(sizes=[64], steps=3, model_channels=32, refine_iterations=2, repeats=1)
+WEBUI = dict(FULL, sizes=[512], steps=10)  # A1111's CPU users' case; the model is the server's
 
 # key -> (label, Settings fields, generate() keywords). Settings fields get refine_iterations.
 VARIANTS = {
@@ -57,17 +63,30 @@ VARIANTS = {
 TSAM_VARIANTS = ("reference", "fast")
 
 
+def checkpointed_pass(*args, **kwargs) -> GuidedPass:
+    """``make_pass`` whose guidance passes run checkpointed from the start (the Settings option)."""
+    return GuidedPass(*args, limit=BatchLimit(checkpoint=True), **kwargs)
+
+
+SDXL_VARIANTS = {"checkpointed": ("T-SAM, fast preset, checkpointed pass forced", dict(enabled=True, refine=False),
+                                  dict(make_pass=checkpointed_pass))}
+
+
+def variants(arch: str) -> dict:
+    """The rows of a run: every family's, and for SDXL the checkpointed pass (its 12 GB fallback)."""
+    return dict(VARIANTS, **SDXL_VARIANTS) if arch == "sdxl" else VARIANTS
+
+
 # ---- worker side: one variant (or the gradient check) in a fresh process -----------------------
 
-def load_model(channels: int, device: str, decoder: bool = True) -> sd1.SD1:
+def load_model(channels: int, device: str, decoder: bool = True, arch: str = "sd1") -> Diffusion:
     """The benchmark model on ``device``: fp16 weights on CUDA (A1111's default, under autocast).
     Without ``decoder`` generations end at the latent (the gradient check; the tests, where
     decoding, which costs every row alike, would be most of each tiny run)."""
-    model = sd1.use_sdpa(sd1.build(model_channels=channels, decoder=decoder, seed=0)).to(device)
+    model = use_sdpa(models.build(arch, model_channels=channels, decoder=decoder, seed=0)).to(device)
     if device == "cuda":
-        for part in (model.unet, model.text_model, model.decoder, model.post_quant_conv):
-            if part is not None:
-                part.half()  # alphas_cumprod stays float32: the sampler's sigmas come from it
+        for part in model.children():
+            part.half()  # alphas_cumprod, the model's own buffer, stays float32: the sigmas come from it
     return model
 
 
@@ -80,8 +99,8 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def settings_for(key: str, refine_iterations: int) -> Settings | None:
-    fields = VARIANTS[key][1]
+def settings_for(key: str, refine_iterations: int, arch: str = "sd1") -> Settings | None:
+    fields = variants(arch)[key][1]
     return None if fields is None else Settings().updated(refine_iterations=refine_iterations, **fields)
 
 
@@ -141,23 +160,23 @@ class GuidedPassCounter:
         self.count += torch.is_grad_enabled()
 
 
-def generate_variant(model: sd1.SD1, job: dict, steps: int, settings: Settings | None,
+def generate_variant(model: Diffusion, job: dict, steps: int, settings: Settings | None,
                      refinement: Refinement = Refinement()) -> pipeline.Generation:
     """One generation of the job's variant; fails if guidance gave up part-way (its time would lie)."""
     n = job["batch"]
     with precision(job["device"]):
         g = pipeline.generate(model, [PROMPT] * n, [SEED + i for i in range(n)], settings, steps=steps,
                               width=job["size"], height=job["size"], sampler=job["sampler"],
-                              refinement=refinement, log=lambda _msg: None, **VARIANTS[job["variant"]][2])
+                              refinement=refinement, log=lambda _msg: None, **variants(job["arch"])[job["variant"]][2])
     if g.guided is not None and (g.guided.stopped or not g.guided.trace):
         raise RuntimeError(f"guidance did not run through: {g.guided.stopped or 'no guided step'}")
     return g
 
 
-def time_variant(model: sd1.SD1, job: dict) -> dict:
+def time_variant(model: Diffusion, job: dict) -> dict:
     """Warm up, then time ``repeats`` generations; seconds per run, peak bytes, guided passes per run."""
     device = job["device"]
-    settings = settings_for(job["variant"], job["refine_iterations"])
+    settings = settings_for(job["variant"], job["refine_iterations"], job["arch"])
     warmup = None if settings is None else settings.updated(refine_iterations=1)
     generate_variant(model, job, WARMUP_STEPS, warmup, Refinement(extra=0))
     memory = PeakMemory(device)
@@ -175,15 +194,17 @@ def time_variant(model: sd1.SD1, job: dict) -> dict:
     return {"seconds": seconds, "peak_bytes": memory.read(), "guided_passes": passes}
 
 
-def gradient_check(model: sd1.SD1, job: dict) -> dict:
-    """Per size: grad of the T-SAM loss w.r.t. the latent through the truncated and the full UNet pass."""
+def gradient_check(model: Diffusion, job: dict) -> dict:
+    """Per size: grad of the T-SAM loss w.r.t. the latent through the truncated and the full UNet
+    pass, and what one guided pass costs against one CFG step (``pass_cost``)."""
     device, settings = job["device"], Settings(enabled=True)
     rows, chunks = pipeline.text_rows(model, [PROMPT], settings.gamma, settings.gamma_order)
-    cond = model.encode(chunks[0])
     t = torch.tensor([GUIDANCE_TIMESTEP], device=device)
-    run_unet = lambda z_rows, ids: model.apply_model(z_rows, t.expand(len(ids)), cond[ids])  # noqa: E731
     out = {}
     for size in job["sizes"]:
+        cond = model.conditioning(chunks[0], (size, size))
+        run_unet = lambda z_rows, ids: model.apply_model(z_rows, t.expand(len(ids)),  # noqa: E731
+                                                         pipeline.map_cond(cond, lambda v: v[ids]))
         z = pipeline.initial_noise([SEED], (4, size // 8, size // 8), device)
         grads, losses = {}, {}
         for truncate in (True, False):
@@ -194,13 +215,48 @@ def gradient_check(model: sd1.SD1, job: dict) -> dict:
         diff = float((grads[True] - grads[False]).abs().max())
         scale = float(grads[False].abs().max())
         out[str(size)] = {"loss_truncated": losses[True], "loss_full": losses[False], "max_abs_diff": diff,
-                          "max_abs_grad": scale, "relative_diff": diff / scale if scale > 0 else math.inf}
+                          "max_abs_grad": scale, "relative_diff": diff / scale if scale > 0 else math.inf,
+                          "pass_cost": pass_cost(model, job, z, rows, cond, run_unet)}
+    return out
+
+
+def pass_cost(model: Diffusion, job: dict, z: torch.Tensor, rows, cond, run_unet) -> dict:
+    """Seconds (median of ``repeats`` after one warm-up) and peak memory of one CFG step (the
+    batch-2 forward of cond and uncond, no autograd) and of one guided pass (truncated forward +
+    backward of the one image), plain and checkpointed."""
+    device, memory = job["device"], PeakMemory(job["device"])
+    t2 = torch.tensor([GUIDANCE_TIMESTEP] * 2, device=device)
+    both = pipeline.map_cond(cond, lambda v: torch.cat([v, v]))
+
+    def cfg_step():
+        with torch.no_grad():
+            model.apply_model(torch.cat([z, z]).to(model.dtype), t2, both)
+
+    def guided(checkpoint):
+        return lambda: guidance_step(z, rows, run_unet, Recorder(model.unet), 1.0, limit=BatchLimit(checkpoint=checkpoint))
+
+    out = {}
+    for name, fn in (("cfg_step", cfg_step), ("guided_pass", guided(False)), ("guided_pass_checkpointed", guided(True))):
+        with precision(device):
+            fn()
+            seconds = []
+            synchronize(device)
+            memory.reset()
+            for _ in range(job["repeats"]):
+                start = time.perf_counter()
+                fn()
+                synchronize(device)
+                seconds.append(time.perf_counter() - start)
+        out[name] = {"seconds": statistics.median(seconds), "peak_bytes": memory.read()}
+    for name in ("guided_pass", "guided_pass_checkpointed"):
+        out[name]["of_cfg_step"] = out[name]["seconds"] / out["cfg_step"]["seconds"]
+        out[name]["memory_vs_cfg_step"] = out[name]["peak_bytes"] / out["cfg_step"]["peak_bytes"]
     return out
 
 
 def worker(job: dict, out_path: str) -> None:
     torch.set_num_threads(job["threads"])
-    model = load_model(job["model_channels"], job["device"], decoder=job["job"] == "variant")
+    model = load_model(job["model_channels"], job["device"], decoder=job["job"] == "variant", arch=job["arch"])
     result = gradient_check(model, job) if job["job"] == "gradient" else time_variant(model, job)
     with open(out_path, "w") as f:
         json.dump(result, f)
@@ -226,26 +282,27 @@ def run_worker(job: dict) -> dict:
 def measure_size(cfg: dict, size: int) -> dict:
     """Every variant at one size, each in its own process, one at a time."""
     results = {}
-    for key, (label, _, _) in VARIANTS.items():
+    for key, (label, _, _) in variants(cfg["arch"]).items():
         start = time.perf_counter()
         results[key] = run_worker(dict(cfg, job="variant", variant=key, size=size))
         status = results[key].get("error") or f"median {statistics.median(results[key]['seconds']):.2f} s"
         print(f"[{size} px] {label}: {status} ({time.perf_counter() - start:.0f} s with build and warm-up)",
               file=sys.stderr, flush=True)
-    return summarize(results)
+    return summarize(results, cfg["arch"])
 
 
-def summarize(results: dict) -> dict:
+def summarize(results: dict, arch: str = "sd1") -> dict:
     """Rows with ratios to vanilla (None where a run failed), and the targets' quantities."""
+    labels = variants(arch)
     base = results["vanilla"]
     base_s = None if "error" in base else statistics.median(base["seconds"])
     rows = {}
     for key, r in results.items():
         if "error" in r:
-            rows[key] = {"label": VARIANTS[key][0], "error": r["error"]}
+            rows[key] = {"label": labels[key][0], "error": r["error"]}
             continue
         s = statistics.median(r["seconds"])
-        rows[key] = dict(r, label=VARIANTS[key][0], median_s=s,
+        rows[key] = dict(r, label=labels[key][0], median_s=s,
                          time_ratio=None if base_s is None else s / base_s,
                          added_s=None if base_s is None else s - base_s,
                          memory_ratio=None if base_s is None else r["peak_bytes"] / base["peak_bytes"])
@@ -312,6 +369,15 @@ def gradient_table(grad: dict) -> str:
         ok = "yes" if g["relative_diff"] <= GRADIENT_TOLERANCE else "**no**"
         lines.append(f"| {size} px | {g['loss_truncated']:.6f} | {g['loss_full']:.6f} | {g['max_abs_grad']:.3e} "
                      f"| {g['max_abs_diff']:.3e} | {g['relative_diff']:.3e} | {ok} |")
+    lines += ["", "### One guided pass against one CFG step (batch 1, truncated pass, no refinement)", "",
+              "| size | pass | seconds | of a CFG step | peak memory | memory vs CFG step |",
+              "|---|---|---:|---:|---:|---:|"]
+    for size, g in grad.items():
+        for name, c in g["pass_cost"].items():
+            of = f"{c['of_cfg_step']:.2f}" if "of_cfg_step" in c else "1"
+            mem = f"{c['memory_vs_cfg_step']:.2f}x" if "memory_vs_cfg_step" in c else "1.00x"
+            lines.append(f"| {size} px | {name.replace('_', ' ')} | {c['seconds']:.3f} | {of} | {mib(c['peak_bytes'])} "
+                         f"| {mem} |")
     return "\n".join(lines) + "\n"
 
 
@@ -338,8 +404,8 @@ def header(info: dict, cfg: dict, memory_method: str) -> str:
         "## T-SAM cost vs vanilla generation", "",
         f"- machine: {info['cpu']}, {info['logical_cpus']} logical CPUs ({info['usable_cpus']} usable), "
         f"torch {info['torch']}, torch threads: {info['torch_threads']}; {device}",
-        f"- model: SD1.5 architectures with random weights, UNet model_channels {cfg['model_channels']}"
-        f"{'' if full else ' (reduced: not SD1.5 size)'}, attention on fused SDPA",
+        f"- model: {cfg['arch']} architectures with random weights, UNet model_channels {cfg['model_channels']}"
+        f"{'' if full else ' (reduced: not the real size)'}, attention on fused SDPA",
         f"- generation: \"{PROMPT}\", seed {SEED}, sampler {cfg['sampler']}, CFG 7.5, VAE decode included; "
         f"refinement {cfg['refine_iterations']} iterations (+ up to 10)",
         f"- timing: each variant in a fresh process, one {WARMUP_STEPS}-step warm-up of the same variant, "
@@ -350,6 +416,7 @@ def header(info: dict, cfg: dict, memory_method: str) -> str:
 def parse(argv) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="sd1", choices=models.ARCHES, help="model family (default sd1)")
     p.add_argument("--sizes", type=int, nargs="+",
                    help=f"square image sizes in px, multiples of 64 (default {FULL['sizes']})")
     p.add_argument("--steps", type=int, help="sampler steps (default 50, the paper's count, which the targets assume)")
@@ -364,10 +431,16 @@ def parse(argv) -> argparse.Namespace:
                    help="torch threads in every worker (default %(default)s, torch's own)")
     p.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
     p.add_argument("--quick", action="store_true", help=f"tiny smoke-test configuration: {QUICK}")
+    p.add_argument("--webui", metavar="URL", help="measure through a running WebUI's API instead "
+                   "(e.g. http://127.0.0.1:7861; see webui_bench.py); --steps default 10, --sizes 512")
+    p.add_argument("--webui-pid", type=int, help="with --webui: the local server's pid, for its peak RSS")
+    p.add_argument("--rows", nargs="+", choices=list(webui_bench.ROWS), default=list(webui_bench.ROWS),
+                   help="with --webui: the rows to measure (vanilla first)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for name, value in (QUICK if args.quick else FULL).items():
+    defaults = QUICK if args.quick else WEBUI if args.webui else FULL
+    for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.worker is None:
@@ -390,7 +463,9 @@ def main(argv=None) -> int:
     if args.worker is not None:
         worker(json.loads(args.worker), args.worker_out)
         return 0
-    cfg = {k: getattr(args, k) for k in ("sizes", "steps", "sampler", "batch", "repeats", "device",
+    if args.webui:
+        return main_webui(args)
+    cfg = {k: getattr(args, k) for k in ("arch", "sizes", "steps", "sampler", "batch", "repeats", "device",
                                          "model_channels", "refine_iterations", "threads")}
     report = {"machine": machine(cfg), "config": cfg, "memory": memory_method(cfg["device"]), "sizes": {}}
 
@@ -408,6 +483,22 @@ def main(argv=None) -> int:
         emit(size_table(size, summary, cfg))
     rows = [r for s in report["sizes"].values() for r in s["rows"].values()]
     return 1 if "error" in report["gradient"] or any("error" in r for r in rows) else 0
+
+
+def main_webui(args) -> int:
+    """The rows through a running WebUI, one table per size (``webui_bench``)."""
+    report = {"webui": args.webui, "sizes": {}}
+    for size in args.sizes:
+        before = webui_bench.load_average()
+        result = webui_bench.measure(args.webui, args.rows, size, args.steps, args.sampler, args.repeats,
+                                     args.webui_pid, log=lambda m: print(m, file=sys.stderr, flush=True))
+        report["sizes"][str(size)] = result
+        print(webui_bench.table(args.webui, size, args.steps, args.sampler, args.repeats, result,
+                                f"{before} / {webui_bench.load_average()}"), flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+    return 1 if any("error" in r for s in report["sizes"].values() for r in s.values()) else 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """With/without T-SAM on the Attend-and-Excite prompt sets, scored with CLIP, in one command.
 
 Every prompt of the chosen sets is generated once per seed without T-SAM ("baseline") and once
-with it ("tsam"), from the same seed, either by the standalone SD1.x pipeline (``--ckpt``) or by
-a running WebUI's API (``--api``). Each image is scored against its prompt with CLIP:
+with it ("tsam"), from the same seed, either by the standalone pipeline (``--ckpt`` with
+``--arch`` sd1, sd2, sd2-v or sdxl) or by a running WebUI's API (``--api``, whatever checkpoint
+it has loaded). Each image is scored against its prompt with CLIP:
 
 * CLIP score: 100 x cosine(image embedding, prompt embedding);
 * min-object score: Attend-and-Excite's "minimum object similarity", the lower of the CLIP
@@ -14,6 +15,7 @@ overall: mean scores with and without T-SAM, their difference, and how often T-S
 on the same prompt and seed) into ``--out``, and prints the summary. Nothing is downloaded.
 
     python bench/evaluate.py --ckpt v1-5-pruned-emaonly.safetensors --clip clip-vit-base-patch16/
+    python bench/evaluate.py --arch sdxl --ckpt sd_xl_base_1.0.safetensors --alpha 2.5 --clip clip-vit-base-patch16/
     python bench/evaluate.py --api http://127.0.0.1:7860 --clip ViT-B-16.pt --clip-arch ViT-B-16
 """
 
@@ -37,14 +39,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script, Python puts bench/ on the path, not the repository
     sys.path.insert(0, ROOT)
 
-from tsam_ext.core import infotext; from tsam_ext.runtime import pipeline, sd1# noqa: E402
+from tsam_ext.core import infotext  # noqa: E402
+from tsam_ext.runtime import models, pipeline  # noqa: E402
+from tsam_ext.runtime.model import use_sdpa  # noqa: E402
 from tsam_ext.core.settings import BY_NAME, Settings, SettingsError  # noqa: E402
 
 PROMPTS_DIR = os.path.join(ROOT, "bench", "prompts")
 SETS = ("ae_animals", "ae_animals_objects", "ae_objects")
 VARIANTS = ("baseline", "tsam")
 COLUMNS = ("set", "index", "prompt", "seed", "variant", "clip_score", "min_object_score", "image")
-API_FIELDS = ("enabled", "gamma", "alpha", "guided_steps", "refine")  # what the command line controls
+API_FIELDS = ("enabled", "gamma", "alpha", "guided_steps", "refine", "text_encoder")  # what the command line controls
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 RANDOM_WEIGHTS = ("!!! No --ckpt: Stable Diffusion has RANDOM weights. The images are noise and every score "
@@ -201,7 +205,7 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 
 class Standalone:
-    """Images from ``tsam_ext.runtime.pipeline.generate`` on an SD1.x model in this process."""
+    """Images from ``tsam_ext.runtime.pipeline.generate`` on a model of ``runtime.models`` in this process."""
 
     def __init__(self, model, tsam: Settings, steps: int, cfg_scale: float, width: int, height: int,
                  sampler: str, verbose: bool = False):
@@ -344,12 +348,12 @@ def format_summary(lines: list[dict]) -> str:
 
 def describe(args, tsam: Settings) -> list[str]:
     """The run's parameters, for the top of the summary."""
-    source = (f"WebUI API {args.api}" if args.api else f"standalone, checkpoint {args.ckpt}" if args.ckpt
-              else f"standalone, RANDOM weights (model_channels {args.model_channels})")
+    source = (f"WebUI API {args.api}" if args.api else f"standalone {args.arch}, checkpoint {args.ckpt}" if args.ckpt
+              else f"standalone {args.arch}, RANDOM weights (model_channels {args.model_channels})")
     return [f"- images: {source}; {args.sampler}, {args.steps} steps, CFG {args.cfg_scale:g}, "
             f"{args.width}x{args.height}, seeds {' '.join(map(str, args.seeds))}",
             f"- T-SAM: gamma {tsam.gamma:g}, alpha {tsam.alpha:g}, guided steps {tsam.guided_steps}%, "
-            f"refinement {'on' if tsam.refine else 'off'}",
+            f"refinement {'on' if tsam.refine else 'off'}, text encoder {tsam.text_encoder} (SDXL only)",
             f"- scores: 100 x CLIP cosine ({args.clip_name}); min-object = lowest score of the prompt's objects "
             "alone (Attend-and-Excite); wins = share of (prompt, seed) pairs where T-SAM scored higher, ties half"]
 
@@ -370,8 +374,10 @@ def parser() -> argparse.ArgumentParser:
                "--sets ae_animals --limit 10 --n-seeds 4",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     source = p.add_argument_group("images (one of)")
-    source.add_argument("--ckpt", metavar="PATH", help="SD1.x .safetensors/.ckpt for the standalone pipeline; "
-                        "without it (and without --api) the model has random weights and the scores mean nothing")
+    source.add_argument("--ckpt", metavar="PATH", help="a .safetensors/.ckpt of the --arch family for the standalone "
+                        "pipeline; without it (and without --api) the model has random weights and the scores mean nothing")
+    source.add_argument("--arch", default="sd1", choices=models.ARCHES,
+                        help="the standalone model's family (default sd1; sd2-v is SD 2.x 768-v)")
     source.add_argument("--api", metavar="URL", help="a running WebUI started with --api and T-SAM installed, "
                         "e.g. http://127.0.0.1:7860; its selected checkpoint makes the images")
     source.add_argument("--api-auth", metavar="USER:PASSWORD", help="credentials of a WebUI started with --api-auth")
@@ -392,8 +398,9 @@ def parser() -> argparse.ArgumentParser:
     gen = p.add_argument_group("sampling")
     gen.add_argument("--steps", type=positive, default=50, help="sampling steps (default 50, as Attend-and-Excite)")
     gen.add_argument("--cfg-scale", type=float, default=7.5, help="default 7.5")
-    gen.add_argument("--width", type=positive, default=512, help="pixels, a multiple of 8 (default 512)")
-    gen.add_argument("--height", type=positive, default=512, help="pixels, a multiple of 8 (default 512)")
+    gen.add_argument("--width", type=positive, help="pixels, a multiple of 8 (default: the --arch family's own, "
+                     "512 / 768 for sd2-v / 1024 for sdxl; 512 through --api, so say 1024 for an SDXL WebUI)")
+    gen.add_argument("--height", type=positive, help="pixels, a multiple of 8 (default as --width)")
     gen.add_argument("--sampler", default="DPM++ 2M", help="WebUI sampler name (default DPM++ 2M)")
     gen.add_argument("--batch-size", type=positive, default=1, help="prompts per standalone generation (default 1; "
                      "with an ancestral sampler the images then depend on the batch)")
@@ -404,6 +411,8 @@ def parser() -> argparse.ArgumentParser:
         f = BY_NAME[name]
         tsam.add_argument("--" + name.replace("_", "-"), type=f.kind, default=f.default,
                           help=f"{f.help} (default {f.default:g})".replace("%", "%%"))
+    f = BY_NAME["text_encoder"]
+    tsam.add_argument("--text-encoder", default=f.default, choices=f.choices, help=f"{f.help} (default {f.default})")
     tsam.add_argument("--no-refine", action="store_true", help="no iterative refinement (faster; not the reference)")
     out = p.add_argument_group("output")
     out.add_argument("--out", default="eval_out", metavar="DIR",
@@ -419,6 +428,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.api and args.ckpt:
         p.error("--ckpt and --api exclude each other: the WebUI uses its own selected checkpoint")
     args.seeds = list(dict.fromkeys(args.seeds or range(args.n_seeds or 3)))  # a repeated seed would void its pairs
+    size = 512 if args.api else models.DEFAULT_SIZE[args.arch]
+    args.width, args.height = args.width or args.height or size, args.height or args.width or size
     if args.width % 8 or args.height % 8:
         p.error("--width and --height must be multiples of 8 (the latent is 1/8 of the image)")
     if args.api and args.batch_size != 1:
@@ -427,7 +438,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         p.error(f"--sampler {args.sampler!r}: the standalone pipeline has {', '.join(pipeline.SAMPLERS)}")
     try:
         tsam = Settings(enabled=True).updated(gamma=args.gamma, alpha=args.alpha, guided_steps=args.guided_steps,
-                                              refine=not args.no_refine)
+                                              refine=not args.no_refine, text_encoder=args.text_encoder)
     except SettingsError as e:
         p.error(str(e))
     random_weights = not args.api and not args.ckpt
@@ -441,8 +452,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.api:
         generator = WebUIAPI(args.api, tsam, auth=args.api_auth, timeout=args.api_timeout, **options)
     else:
-        model = sd1.load_checkpoint(args.ckpt) if args.ckpt else sd1.build(model_channels=args.model_channels)
-        generator = Standalone(sd1.use_sdpa(model.to(args.device)), tsam, verbose=args.verbose, **options)
+        model = (models.load_checkpoint(args.arch, args.ckpt) if args.ckpt
+                 else models.build(args.arch, model_channels=args.model_channels))
+        generator = Standalone(use_sdpa(model.to(args.device)), tsam, verbose=args.verbose, **options)
 
     prompts = [prompt for name in args.sets for prompt in load_set(name, limit=args.limit)]
     os.makedirs(args.out, exist_ok=True)

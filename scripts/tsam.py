@@ -17,10 +17,7 @@ class Script(scripts.Script):
     def show(self, is_img2img):
         if not self.watching:  # show() runs again for every elem_id(): register once
             self.watching = True
-            tab = "img2img" if is_img2img else "txt2img"
-            for name in ("steps", "prompt"):
-                self.on_after_component(lambda c, name=name: self.links.host_component(name, c.component),
-                                        elem_id=f"{tab}_{name}")
+            self.links.watch(self, is_img2img)
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img):

@@ -42,6 +42,46 @@ def targets_of(small_sd):
 
 
 @pytest.fixture(scope="session")
+def small_sd2():
+    """SD 2.x 768-v on the real ldm UNet (32 base channels) and ldm's FrozenOpenCLIPEmbedder over
+    open_clip's ViT-H text tower (24 layers x 16 heads, 8 channels each), peaky random weights."""
+    from tsam_ext.runtime import models
+
+    return models.build("sd2-v", model_channels=32, decoder=False, text_head_dim=8)
+
+
+@pytest.fixture(scope="session")
+def small_sdxl():
+    """SDXL's layout (70 cross-attention layers) on ldm's blocks (32 base channels), CLIP-L
+    (12 x 12 heads) and open_clip's ViT-bigG text tower (32 x 20 heads), 8 channels a head."""
+    from tsam_ext.runtime import models
+
+    return models.build("sdxl", model_channels=32, decoder=False, text_head_dim=8)
+
+
+@pytest.fixture(scope="session")
+def standins(small_sd2, small_sdxl):
+    """The WebUI's sd_model of each family (built once; tests that change a model build their own)."""
+    return {"sd2": _webui.make_sd_model(small_sd2), "sdxl": _webui.make_sd_model(small_sdxl)}
+
+
+@pytest.fixture
+def on_model(webui):
+    """``on_model(sd_model)``: the WebUI stand-in runs on that checkpoint until the test ends."""
+    from modules import shared
+
+    saved = shared.sd_model
+
+    def use(sd_model):
+        shared.sd_model = sd_model
+        _webui.reset_state()
+        return sd_model
+
+    yield use
+    shared.sd_model = saved
+
+
+@pytest.fixture(scope="session")
 def webui(small_sd):
     """The WebUI stand-in with T-SAM installed, over the real architectures."""
     return _webui.WebUI(_webui.make_sd_model(small_sd))

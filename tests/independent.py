@@ -69,3 +69,34 @@ def reference_loss(t, c):
 def step_sizes(alpha, n):
     import numpy as np
     return alpha * np.sqrt(np.linspace(1.0, 0.5, n))
+
+
+def text_target_of_encoders(self_attns, n, gamma, order):
+    """T' of several text encoders, naively: each encoder's mean over its (layer, head) pairs, the
+    mean of those means, then the same sharpening as ``text_target``."""
+    means = []
+    for a in self_attns:
+        L, H = a.shape[:2]
+        means.append(sum(a[l, h].double() for l in range(L) for h in range(H)) / (L * H))
+    mean = sum(means) / len(means)
+    return text_target(mean[None, None], n, gamma, order)
+
+
+def open_clip_attention(model, ids):
+    """[B, L, H, S, S]: every block of an open_clip text tower run by hand, each attention asked
+    for its own weights (``need_weights=True, average_attn_weights=False``), as PyTorch computes them."""
+    x = model.token_embedding(ids) + model.positional_embedding
+    x = x.permute(1, 0, 2)
+    maps = []
+    for block in model.transformer.resblocks:
+        h = block.ln_1(x)
+        out, weights = block.attn(h, h, h, need_weights=True, average_attn_weights=False, attn_mask=model.attn_mask)
+        maps.append(weights)
+        x = x + block.ls_1(out)
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return torch.stack(maps, dim=1)
+
+
+def clip_attention(text_model, ids):
+    """[B, L, H, S, S] of a transformers CLIPTextModel, as it returns them (``output_attentions=True``)."""
+    return torch.stack(text_model(input_ids=ids, output_attentions=True).attentions, dim=1)

@@ -116,19 +116,29 @@ def test_every_control_reaches_the_pipeline_in_api_order(ui):
 
     for name, value in (("gamma", 4.5), ("alpha", 12.5), ("guided_steps", 50), ("refine_iterations", 30)):
         _set_number(expect, control(name), value)
+    control("early_stop").locator("input[type=checkbox]").check()
+    expect(control("gamma_order")).to_be_hidden()  # used by the paper loss only
     control("loss").get_by_label("paper", exact=True).check()
+    expect(control("gamma_order")).to_be_visible()
+    control("gamma_order").get_by_label("paper", exact=True).check()
     control("smoothing").locator("input[type=checkbox]").uncheck()
     _set_number(expect, tab.locator("#txt2img_steps"), 30)
     hint = control("hint").locator(".tsam-hint")  # gradio 3.41 gives gr.HTML's id to two nested divs
     expect(hint).to_have_text("Guides steps 1-15 of 30; refines at step 1, 7, 13.")
-    control("refine").locator("input[type=checkbox]").uncheck()
-    expect(hint).to_have_text("Guides steps 1-15 of 30.")
     tab.screenshot(path=SCREENSHOT, full_page=True)
     print("screenshot:", SCREENSHOT)
+    control("refine").locator("input[type=checkbox]").uncheck()
+    expect(hint).to_have_text("Guides steps 1-15 of 30.")
+    expect(control("refine_iterations").locator("input[type=number]")).to_be_disabled()
+    expect(control("early_stop").locator("input[type=checkbox]")).to_be_disabled()
+    _set_number(expect, tab.locator("#txt2img_steps"), 20)  # the hint follows the sampler: DDIM runs 19 of 20
+    tab.locator("#txt2img_sampling input").fill("DDIM")
+    tab.locator("#txt2img_sampling input").press("Enter")
+    expect(hint).to_have_text("Guides steps 1-10 of the 19 steps DDIM runs for 20.")
 
     expected = dict(enabled=True, gamma=4.5, alpha=12.5, guided_steps=50, refine=False, refine_iterations=30,
-                    loss="paper", gamma_order="reference", smoothing=False, hires=False, diagnostics=False,
-                    early_stop=False, text_encoder="both")
+                    loss="paper", gamma_order="paper", smoothing=False, hires=False, diagnostics=False,
+                    early_stop=True, text_encoder="both")
     args = _generate(page, tab, expect)
     assert args == [expected[name] for name in NAMES]
     assert args[0] is True

@@ -207,7 +207,8 @@ def fake_png(body, tsam):
 @pytest.fixture
 def fake_api():
     FakeWebUI.requests, FakeWebUI.mode = [], "ok"
-    FakeWebUI.expected_tsam = {"enabled": True, "gamma": 2.5, "alpha": 5.0, "guided_steps": 40, "refine": True}
+    FakeWebUI.expected_tsam = {"enabled": True, "gamma": 2.5, "alpha": 5.0, "guided_steps": 40, "refine": True,
+                               "text_encoder": "both"}
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeWebUI)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()

@@ -25,11 +25,11 @@ def test_preview_shows_one_panel_per_chunk_and_subprompt(webui):
 def test_preview_explains_why_it_cannot_run(webui):
     model = shared.sd_model
     try:
-        model.is_sd1, model.is_sdxl = False, True
-        with pytest.raises(gr.Error, match="SDXL"):
+        model.is_sd3 = True
+        with pytest.raises(gr.Error, match="SD3"):
             preview.preview("a cat", 3, "reference")
     finally:
-        model.is_sd1, model.is_sdxl = True, False
+        model.is_sd3 = False
     with pytest.raises(gr.Error, match="no tokens"):
         preview.preview("", 3, "reference")
 

@@ -6,8 +6,9 @@ import torch
 
 import webui as w
 from k_diffusion import sampling
-from modules import devices, errors, processing, scripts, sd_hijack_optimizations, sd_unet, shared
+from modules import errors, processing, scripts, sd_hijack_optimizations, sd_unet, shared
 from tsam_ext.core import controller, guidance, infotext
+from tsam_ext.core.guidance import OUT_OF_MEMORY
 from tsam_ext.core.recorder import Recorder
 
 REAL_GUIDE = controller.GuidedPass.guide
@@ -130,7 +131,7 @@ def test_dict_argument_drives_the_script(webui):
 
 
 @pytest.mark.parametrize("setup,reason", [
-    (lambda m: setattr(m, "is_sd1", False) or setattr(m, "is_sdxl", True), "SDXL is not supported"),
+    (lambda m: setattr(m, "is_sd3", True), "SD3 is a diffusion transformer"),
     (lambda m: setattr(shared.cmd_opts, "lowvram", True), "--lowvram"),
     (lambda m: setattr(sd_unet, "current_unet", object()), "alternative UNet"),
 ])
@@ -140,7 +141,7 @@ def test_unsupported_setups_are_refused_with_a_reason(webui, setup, reason):
         setup(model)
         _, res = webui.generate(tsam=dict(enabled=True))
     finally:
-        model.is_sd1, model.is_sdxl = True, False
+        model.is_sd1, model.is_sdxl, model.is_sd3 = True, False, False
         shared.cmd_opts.lowvram, sd_unet.current_unet = False, None
     assert reason in params(res.infotexts[0])["T-SAM error"]
 
@@ -154,11 +155,10 @@ def test_out_of_memory_during_guidance_still_gives_an_image(webui, monkeypatch):
         return real(x, t, cond, **kw)
 
     monkeypatch.setattr(shared.sd_model, "apply_model", tight)
-    gc_before = devices.gc_calls
     _, res = webui.generate(tsam=dict(enabled=True), prompt=["a black car and a white clock"] * 2, batch_size=2)
     got = params(res.infotexts[0])
     assert len(res.latents) == 2 and all(torch.isfinite(i).all() for i in res.latents)
-    assert "out of memory" in got["T-SAM warning"] and devices.gc_calls > gc_before
+    assert OUT_OF_MEMORY in got["T-SAM warning"] and "T-SAM error" not in got
 
 
 def test_out_of_memory_on_a_batch_falls_back_to_smaller_passes(webui, monkeypatch):
@@ -174,8 +174,10 @@ def test_out_of_memory_on_a_batch_falls_back_to_smaller_passes(webui, monkeypatc
     monkeypatch.setattr(shared.sd_model, "apply_model", tight)
     _, res = webui.generate(tsam=dict(enabled=True, refine=False), prompt=["a black car and a white clock", "a dog on a red mat"],
                             batch_size=2)
-    assert sizes[:3] == [2, 1, 1] and set(sizes[3:]) == {1}  # remembered for the rest of the pass
-    assert "T-SAM warning" not in res.infotexts[0]
+    # plain, then checkpointed, then halved: remembered for the rest of the pass
+    assert sizes[:4] == [2, 2, 1, 1] and set(sizes[4:]) == {1}
+    warning = params(res.infotexts[0])["T-SAM warning"]
+    assert "activation checkpointing" in warning and "1 image(s) per pass" in warning and "skipped" not in warning
 
 
 def test_non_finite_loss_skips_the_step_and_keeps_the_image(webui, monkeypatch):
@@ -326,12 +328,12 @@ def test_text_targets_follow_a_checkpoint_switch(webui):
 
 def test_a_forward_called_in_an_unexpected_way_still_samples(webui, monkeypatch):
     """Another extension calling the denoiser with arguments T-SAM cannot read: no guidance, an image."""
-    from tsam_ext.host import passes
+    from tsam_ext.host import sampling_pass
 
     class Unreadable:
         def bind(self, *args, **kwargs):
             raise TypeError("missing a required argument: 'cond'")
 
-    monkeypatch.setattr(passes, "FORWARD", Unreadable())
+    monkeypatch.setattr(sampling_pass, "FORWARD", Unreadable())
     _, res = webui.generate(tsam=dict(enabled=True, refine=False), steps=3)
     assert len(res.latents) == 1 and "missing a required argument" in params(res.infotexts[0])["T-SAM warning"]

@@ -3,18 +3,21 @@ from, in z-space, once per sampler step, for every sampler; checked against orac
 apply the core guidance step by hand and then the sampler's own update."""
 
 import math
+import re
+from dataclasses import dataclass, field
 
 import pytest
 import torch
 from k_diffusion import sampling
 
-from modules import rng, shared, sd_samplers
+from modules import rng, sd_samplers, sd_samplers_common, sd_samplers_kdiffusion, shared
 from tsam_ext.core import controller
-from tsam_ext.core.guidance import ChunkTarget, RowTarget, guidance_step
+from tsam_ext.core.guidance import ChunkTarget, RowTarget, StepOutcome, guidance_step
 from tsam_ext.core.recorder import Recorder
-from tsam_ext.core.schedule import Refinement, make_plan
+from tsam_ext.core.schedule import Refinement, fraction_of, make_plan, refinement_steps
 from tsam_ext.core.text_maps import text_target
 from tsam_ext.families.clip import clip_self_attention
+from tsam_ext.host.ui import _numbers, steps_hint
 
 PROMPT = "a black car and a white clock"
 SEED, STEPS, SIZE, CFG = 3, 5, 128, 7.0
@@ -82,7 +85,7 @@ def k_oracle(name, update, settings=None):
     x = r.next() * sigmas[0]
     with torch.no_grad():
         for i in range(STEPS):
-            if i < plan.guided:
+            if plan.guides(i):
                 x = guide_x(oracle, inner, x, sigmas[i:i + 1], i, plan)
             x = update(lambda latent, sigma: oracle.cfg(inner, latent, sigma), x, sigmas[i:i + 1], sigmas[i + 1:i + 2], r)
     return x[0]
@@ -134,7 +137,7 @@ def test_ddim_timesteps_sampler(webui):
         for i in range(n):
             index = len(timesteps) - 1 - i
             t = timesteps[index].float().reshape(1)
-            if i < plan.guided:
+            if plan.guides(i):
                 x = x + oracle.delta_z(x, t, float(plan.alphas[i]), None)  # z = x: no c_in
             e_t = oracle.cfg(inner, x, t)
             a_t = alphas_cumprod[timesteps[index]]
@@ -144,37 +147,23 @@ def test_ddim_timesteps_sampler(webui):
     torch.testing.assert_close(image, x[0], atol=1e-4, rtol=1e-4)
 
 
-def test_unipc_gets_the_update_back_after_its_corrector(webui):
-    """UniPC evaluates its predicted latent, then rebuilds it: the update must land on the rebuilt one."""
-    _, image = run_webui(webui, "UniPC")
+def test_lcm_steps_z_at_its_own_timesteps(webui):
+    """LCM: the UNet sees z = x * c_in at LCM's timestep of sigma (20 k + 19, not k-diffusion's
+    fractional t); the move is dz / c_in; the step then continues from the denoised latent."""
+    _, image = run_webui(webui, "LCM")
     oracle = Oracle()
-    alphas_cumprod = shared.sd_model.alphas_cumprod
+    inner = sd_samplers.create_sampler("LCM", shared.sd_model).model_wrap
+    sigmas = inner.get_sigmas(STEPS)
+    r = rng.ImageRNG((4, SIZE // 8, SIZE // 8), [SEED])
     plan = oracle.plan(STEPS)
-    grid = torch.linspace(999.0, 0.0, STEPS + 1)
-    coeffs = lambda t: (alphas_cumprod[int(round(float(t)))].sqrt(), (1 - alphas_cumprod[int(round(float(t)))]).sqrt())
-    inner = lambda xi, t, cond: shared.sd_model.apply_model(xi, t, cond)
-
-    def x0(x, t):
-        a, s = coeffs(t)
-        return (x - s * oracle.cfg(inner, x, t.reshape(1))) / a
-
-    x = rng.ImageRNG((4, SIZE // 8, SIZE // 8), [SEED]).next()
+    x = r.next() * sigmas[0]
     with torch.no_grad():
-        x = x + oracle.delta_z(x, grid[0].reshape(1), float(plan.alphas[0]), None)
-        m_prev = x0(x, grid[0])
         for i in range(STEPS):
-            (a_prev, s_prev), (a_t, s_t) = coeffs(grid[i]), coeffs(grid[i + 1])
-            noise_part = (x - a_prev * m_prev) / s_prev
-            x_pred = a_t * m_prev + s_t * noise_part
-            if i < STEPS - 1:
-                delta = 0
-                if i + 1 < plan.guided:
-                    delta = oracle.delta_z(x_pred, grid[i + 1].reshape(1), float(plan.alphas[i + 1]), None)
-                model_t = x0(x_pred + delta, grid[i + 1])
-                x = a_t * (m_prev + model_t) / 2 + s_t * noise_part + delta
-                m_prev = model_t
-            else:
-                x = x_pred
+            if plan.guides(i):
+                x = guide_x(oracle, inner, x, sigmas[i:i + 1], i, plan)
+            x = oracle.cfg(inner, x, sigmas[i:i + 1])
+            if sigmas[i + 1] > 0:
+                x = x + sigmas[i + 1] * r.next()
     torch.testing.assert_close(image, x[0], atol=1e-4, rtol=1e-4)
 
 
@@ -206,20 +195,112 @@ def test_step_is_taken_in_z_and_mapped_back(webui, monkeypatch, sampler, c_in_ap
         assert c_in == 1.0 and dx == pytest.approx(0.01, rel=1e-5)
 
 
-@pytest.mark.parametrize("sampler", [s.name for s in sd_samplers.all_samplers])
-def test_every_sampler_is_guided_once_per_step_and_still_produces_an_image(webui, monkeypatch, sampler):
-    steps_guided = []
-    real = controller.GuidedPass.guide
+# --- every sampler: which steps are guided, against what the sampler really does --------------
 
-    def spy(self, x, step, *args):
-        steps_guided.append(step)
-        return real(self, x, step, *args)
+@dataclass
+class Seen:
+    guided: list = field(default_factory=list)    # (step, latent the guided call moved, c_in, refined)
+    reported: list = field(default_factory=list)  # the sampler's step callbacks
+    sigmas: list = field(default_factory=list)    # schedules the k-diffusion samplers were given
 
-    monkeypatch.setattr(controller.GuidedPass, "guide", spy)
-    p, image = run_webui(webui, sampler)
-    assert torch.isfinite(image).all()
-    assert steps_guided and steps_guided == sorted(set(steps_guided)), "each step once, in order"
-    assert steps_guided == list(range(len(steps_guided)))
-    if sampler not in ("DPM adaptive",):
-        n = {"DPM fast": STEPS // 3 + 1, "DDIM": STEPS - 1, "PLMS": STEPS - 1}.get(sampler, STEPS)
-        assert len(steps_guided) == math.floor(0.6 * n + 0.5)
+
+def watch(monkeypatch) -> Seen:
+    """Record guided calls and step callbacks; guidance itself is a fixed small move (no UNet pass)."""
+    seen = Seen()
+    real_guide, real_callback = controller.GuidedPass.guide, sd_samplers_common.Sampler.callback_state
+    real_sigmas = sd_samplers_kdiffusion.KDiffusionSampler.get_sigmas
+
+    def step(z, rows, run_unet, recorder, alpha, **_):
+        delta = torch.full_like(z, 1e-3, dtype=torch.float32)
+        return StepOutcome(delta=delta, z=z + delta, losses={0: [1.0]}, passes=1)
+
+    def guide(self, x, step_, rows, run_unet, c_in):
+        seen.guided.append((step_, x, float(c_in.flatten()[0]), self.plan.refinement_for(step_) is not None))
+        return real_guide(self, x, step_, rows, run_unet, c_in)
+
+    def callback_state(self, d):
+        seen.reported.append(d)
+        return real_callback(self, d)
+
+    def get_sigmas(self, p, steps):
+        seen.sigmas.append(real_sigmas(self, p, steps))
+        return seen.sigmas[-1]
+
+    monkeypatch.setattr(controller, "guidance_step", step)
+    monkeypatch.setattr(controller.GuidedPass, "guide", guide)
+    monkeypatch.setattr(sd_samplers_common.Sampler, "callback_state", callback_state)
+    monkeypatch.setattr(sd_samplers_kdiffusion.KDiffusionSampler, "get_sigmas", get_sigmas)
+    return seen
+
+
+def expected_from_the_run(seen: Seen, steps_run: int, by_noise: bool, fraction=0.6):
+    """The guided and refined steps the documented rule gives for what the sampler did: the
+    first round(X% N) of the N steps it ran, refined at round(0/20/40% N); or, ``by_noise``
+    (Restart, whose callback reports each step's start and end sigma), the steps that start above
+    the given schedule's level at round(X% N) on their first visit of that noise, refined on the
+    last of them that starts at or above the schedule's 0/20/40% levels."""
+    if not by_noise:
+        guided = fraction_of(steps_run, fraction)
+        return tuple(range(guided)), refinement_steps(steps_run, guided)
+    nominal = [float(s) for s in seen.sigmas[-1]][-(steps_run + 1):]  # img2img runs the schedule's tail
+    n = len(nominal) - 1
+    edge = nominal[fraction_of(n, fraction)]
+    reached, guided = float("inf"), []
+    for k, d in enumerate(seen.reported):
+        start = float(d["sigma_hat"])
+        if start <= reached * (1 + 1e-5) and start > edge * (1 + 1e-5):
+            guided.append(k)
+        reached = min(reached, float(d["sigma"]))
+    refined = {max(k for k in guided if float(seen.reported[k]["sigma_hat"]) >= nominal[r] * (1 - 1e-5))
+               for r in refinement_steps(n, fraction_of(n, fraction))}
+    return tuple(guided), refined
+
+
+CASES = [(s.name, 20, None) for s in sd_samplers.all_samplers] + [
+    ("DDIM", 30, None), ("PLMS", 30, None), ("UniPC", 30, None), ("Restart", 50, None),  # 30: 1000 // 30 gives 31 timesteps
+    *[(name, 40, 0.5) for name in ("Euler", "DPM++ 2M", "Restart", "DDIM", "PLMS", "UniPC", "LCM", "DPM fast")],
+]
+
+
+@pytest.mark.parametrize("sampler,steps,denoising", CASES, ids=[f"{s}-{n}" + (f"-img2img{d}" if d else "") for s, n, d in CASES])
+def test_every_sampler_guides_the_steps_the_hint_names_once_each(webui, monkeypatch, sampler, steps, denoising):
+    """Each step once, in order, on the latent the sampler reports (and continues from) for that
+    step at its own sigma; the steps guided and refined are those the rule gives for what the
+    sampler really ran (Restart: by noise level) and those the hint under the sliders names."""
+    seen = watch(monkeypatch)
+    kwargs = dict(prompt=PROMPT, seed=SEED, steps=steps, width=64, height=64, sampler_name=sampler)
+    if denoising is not None:
+        kwargs.update(img2img=True, denoising_strength=denoising, init_latent=torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)))
+    _, res = webui.generate(tsam=dict(enabled=True, refine=True, guided_steps=60), **kwargs)
+    assert torch.isfinite(res.latents[0]).all()
+    steps_guided = [g[0] for g in seen.guided]
+    assert steps_guided == sorted(set(steps_guided)), "each step once, in order"
+    hint = steps_hint(60, True, steps, sampler, None, denoising)
+    if sampler == "DPM adaptive":  # no fixed steps: its attempts count, the plan is for the steps asked
+        assert steps_guided == list(range(len(steps_guided))) and 0 < len(steps_guided) <= fraction_of(steps, 0.6)
+        assert f"Guides steps 1-{fraction_of(steps, 0.6)} of" in hint
+        return
+    steps_run = len(seen.reported)
+    guided, refined = expected_from_the_run(seen, steps_run, by_noise=sampler == "Restart")
+    assert tuple(steps_guided) == guided
+    assert {g[0] for g in seen.guided if g[3]} == set(refined)
+    assert f"Guides steps {_numbers(guided)} of " in hint and re.search(rf"of (the )?{steps_run}\b", hint), hint
+    assert hint.endswith("refines at step " + ", ".join(str(k + 1) for k in sorted(refined)) + ".</span>")
+    for step, x, c_in, _ in seen.guided:
+        d = seen.reported[step]
+        if float(d.get("sigma_hat", 0)):  # the callback reports the step's starting latent and sigma
+            assert d["x"] is x, "the guided latent must be the one the step reports and continues from"
+            assert math.sqrt(1 / c_in ** 2 - 1) == pytest.approx(float(d["sigma_hat"]), rel=1e-3)
+
+
+def test_restart_at_20_steps_guides_down_to_60_percent_of_the_noise_and_not_its_restart_steps(webui, monkeypatch):
+    seen = watch(monkeypatch)
+    webui.generate(tsam=dict(enabled=True, refine=True), prompt=PROMPT, seed=SEED, steps=20, width=64, height=64,
+                   sampler_name="Restart")
+    starts = [float(d["sigma_hat"]) for d in seen.reported]
+    guided = [g[0] for g in seen.guided]
+    nominal_60 = float(seen.sigmas[-1][12])
+    assert len(starts) == 20 and max(starts[9:18]) > nominal_60  # the restart segment goes back above it
+    assert all(starts[k] > nominal_60 for k in guided) and guided == list(range(7)) and starts[7] <= nominal_60
+    assert [g[0] for g in seen.guided if g[3]] == [0, 2, 4]
+    assert float(seen.reported[4]["sigma_hat"]) >= float(seen.sigmas[-1][8]) > float(seen.reported[5]["sigma_hat"])

@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
-from ldm.modules.attention import CrossAttention
+from modules import sd_hijack_optimizations  # the WebUI stand-in's attention kernels (tests/a1111)
 
 from tsam_ext.runtime import sd1
-from tsam_ext.core.recorder import PassComplete, Recorder, UnsupportedUNet, attention_levels, level_grid
+from tsam_ext.core.recorder import PassComplete, Recorder, UnsupportedUNet, attention_levels, head_probs, level_grid
 
 
 def all_attn2(unet):
@@ -74,30 +74,66 @@ def test_recording_leaves_outputs_unchanged_and_nothing_outside_the_scope(small_
     assert all(not m._forward_pre_hooks and not m._forward_hooks for m in unet.modules())
 
 
-def test_recorded_maps_are_the_layers_own_attention(small_sd):
-    """The recomputed probabilities equal the softmax ldm's own CrossAttention computes."""
-    unet = small_sd.unet
-    captured = {}
-    layer = Recorder(unet).layers[0]
-    orig = CrossAttention.forward
-
-    def spy(self, x, context=None, mask=None):
-        if self is layer:
-            q, k = self.to_q(x), self.to_k(context)
-            q = q.reshape(*q.shape[:2], self.heads, -1).transpose(1, 2)
-            k = k.reshape(*k.shape[:2], self.heads, -1).transpose(1, 2)
-            captured["p"] = (q @ k.transpose(-1, -2) * self.scale).softmax(-1).mean(1)
-        return orig(self, x, context, mask)
-
-    CrossAttention.forward = spy
+def layer_calls(layers, run):
+    """(x, context, output) of each layer's call in ``run()``, captured around whatever kernel runs."""
+    calls, handles = {}, []
+    for m in layers:
+        def hook(module, args, kwargs, out):
+            calls[module] = (args[0], kwargs.get("context", args[1] if len(args) > 1 else None), out)
+        handles.append(m.register_forward_hook(hook, with_kwargs=True))
     try:
-        rec = Recorder(unet)
-        rec.layers = [layer]
-        maps = rec.run(lambda: unet(torch.randn(1, 4, 16, 16), torch.tensor([300.0]), context=torch.randn(1, 77, 768)),
-                       (16, 16), truncate=False)
+        run()
     finally:
-        CrossAttention.forward = orig
-    torch.testing.assert_close(maps.reshape(1, 16, 77), captured["p"])
+        for h in handles:
+            h.remove()
+    return [calls[m] for m in layers]
+
+
+def output_from_probs(layer, probs, context_v):
+    """The layer's output rebuilt from per-head probabilities [N, H, n_q, S]: to_out(P @ v)."""
+    v = layer.to_v(context_v)
+    v = v.reshape(v.shape[0], v.shape[1], layer.heads, -1).transpose(1, 2)
+    out = (probs @ v).transpose(1, 2).reshape(probs.shape[0], probs.shape[2], -1)
+    return layer.to_out(out)
+
+
+@pytest.mark.parametrize("optimizer", list(sd_hijack_optimizations.OPTIMIZERS))
+def test_recorded_maps_are_the_probabilities_behind_each_layers_real_output(small_sd, optimizer):
+    """Independent of how the recorder computes: the per-head probabilities it records, applied
+    to the layer's values, give the output the layer's own kernel produced (for every kernel of
+    the WebUI stand-in, none of which exposes its probabilities); the maps are their mean."""
+    unet = small_sd.unet
+    rec = Recorder(unet)
+    x, t, cond = torch.randn(2, 4, 16, 24), torch.tensor([400.0, 30.0]), torch.randn(2, 77, 768)
+    try:
+        sd_hijack_optimizations.apply(optimizer)
+        with torch.no_grad():
+            calls = layer_calls(rec.layers, lambda: unet(x, t, context=cond))
+            maps = rec.run(lambda: unet(x, t, context=cond), (16, 24), truncate=False)
+    finally:
+        sd_hijack_optimizations.undo()
+    per_layer = []
+    with torch.no_grad():
+        for layer, (h, context, out) in zip(rec.layers, calls):
+            probs = head_probs(layer, h, context)
+            torch.testing.assert_close(output_from_probs(layer, probs, context), out, atol=2e-5, rtol=1e-4)
+            per_layer.append(probs.mean(1))
+    torch.testing.assert_close(maps, torch.stack(per_layer).mean(0).reshape(2, 4, 6, 77))
+
+
+def test_layer_without_scale_attribute_gets_the_standard_scale(small_sd):
+    """Forge's attention modules have no ``scale``: dim_head ** -0.5, as ldm sets it."""
+    layer = Recorder(small_sd.unet).layers[0]
+    h, context = torch.randn(1, 16, layer.to_q.in_features), torch.randn(1, 77, 768)
+    with torch.no_grad():
+        expected = head_probs(layer, h, context)
+        scale = layer.scale
+        del layer.scale
+        try:
+            got = head_probs(layer, h, context)
+        finally:
+            layer.scale = scale
+    torch.testing.assert_close(got, expected)
 
 
 def test_truncated_pass_stops_after_the_last_selected_layer(small_sd):

@@ -1,52 +1,160 @@
-"""What a WebUI user touches besides the accordion: infotext written and pasted back (PNG Info,
-"Send to"), X/Y/Z plot axes, API arguments (positional and one dict) and their ranges."""
+"""What a WebUI user touches besides the accordion: parameters pasted back (the paste button, PNG
+Info, the API's ``infotext``) and sent from tab to tab, through A1111's own wiring of paste fields
+(tests/a1111/modules/ui.py, infotext_utils.py); X/Y/Z plot axes; API arguments (positional and
+one dict), their ranges and the defaults they start from."""
 
 import importlib.util
 import os
+import types
 
 import pytest
 import torch
 
-from modules import scripts
-from modules.infotext_utils import UNCHANGED, paste_value, parse_generation_parameters
-from tsam_ext.core import infotext, settings
-from tsam_ext.host import xyz
+from gradio_events import Page
+from modules import processing, scripts, shared
+from modules.api import api
+from modules.infotext_utils import parse_generation_parameters
+from modules.ui import UI
+from tsam_ext.core import guidance, infotext, settings
+from tsam_ext.host import job, xyz
 
 XYZ_PATH = os.path.join(os.path.dirname(__file__), "a1111", "scripts", "xyz_grid.py")
+# a value for every control that is not its default
+CHANGED = dict(enabled=True, gamma=4.5, alpha=12.5, guided_steps=45, refine=False, refine_iterations=33, loss="paper",
+               gamma_order="paper", smoothing=False, hires=True, diagnostics=True, early_stop=True, text_encoder="bigg")
 
 
-def pasted(webui, line):
-    """What pasting ``line`` sets on each T-SAM control: {setting name: value or UNCHANGED}."""
-    script = webui.txt2img.scripts[0]
-    params = parse_generation_parameters(line)
-    names = {id(c): n for c, n in zip(script.controls, settings.NAMES)}
-    return {names[id(c)]: paste_value(c.value, key, params) for c, key in script.infotext_fields}
+@pytest.fixture
+def page(webui):
+    """txt2img and img2img with T-SAM, wired as the WebUI wires them, in a freshly loaded "browser"."""
+    ui = UI(scripts.ScriptRunner([webui.module.Script]), scripts.ScriptRunner([webui.module.Script], is_img2img=True))
+    return ui, Page(ui.demo)
+
+
+def controls(ui, tab: str) -> dict:
+    return dict(zip(settings.NAMES, ui.tabs[tab].runner.scripts[0].controls))
+
+
+def test_every_control_has_a_changed_value_to_carry():
+    assert set(CHANGED) == set(settings.NAMES)
+    assert all(value != settings.BY_NAME[name].default for name, value in CHANGED.items())
+
+
+@pytest.mark.parametrize("target", ["img2img", "inpaint"])
+def test_send_to_img2img_carries_every_control(page, target):
+    ui, browser = page
+    source, destination = controls(ui, "txt2img"), controls(ui, "img2img")
+    for name, value in CHANGED.items():
+        browser.set(source[name], value)
+    browser.trigger(ui.tabs["txt2img"].send[target], "click")
+    assert {name: browser.get(destination[name]) for name in settings.NAMES} == CHANGED
+    # and the controls that follow others follow there too
+    assert browser.get(destination["gamma_order"], "visible") is True
+    assert browser.get(destination["early_stop"], "interactive") is False
+
+
+def test_send_to_extras_and_from_img2img_carry_nothing(page):
+    ui, browser = page
+    for name, value in CHANGED.items():
+        browser.set(controls(ui, "img2img")[name], value)
+    browser.trigger(ui.tabs["img2img"].send["img2img"], "click")  # A1111 sends only the image from img2img
+    browser.trigger(ui.tabs["txt2img"].send["extras"], "click")
+    assert {n: browser.get(c) for n, c in controls(ui, "img2img").items()} == CHANGED
+    assert all(browser.get(c) == settings.BY_NAME[n].default for n, c in controls(ui, "txt2img").items())
+
+
+def restored(chosen: settings.Settings, before: dict) -> dict:
+    """The controls after pasting ``chosen``'s parameters over controls set to ``before``."""
+    got = {name: getattr(chosen, name) for name in settings.NAMES}
+    got["diagnostics"] = before["diagnostics"]  # a display option, not part of the result
+    got["text_encoder"] = before["text_encoder"]  # not written for the stand-in's SD 1.x: it has one encoder
+    if not chosen.refine:  # not written: refinement's own controls are left as they were
+        got["refine_iterations"], got["early_stop"] = before["refine_iterations"], before["early_stop"]
+    if chosen.loss == "reference":  # not written; the control, hidden, goes back to the order that is used
+        got["gamma_order"] = "reference"
+    return got
 
 
 @pytest.mark.parametrize("values", [
     dict(),
-    dict(gamma=2.5, alpha=12.5, guided_steps=40, refine=False, loss="paper", gamma_order="paper", smoothing=False, hires=True),
-    dict(gamma=0.5, alpha=0, guided_steps=100, refine_iterations=7),
+    dict(gamma=2.5, alpha=12.5, guided_steps=40, refine=False, loss="paper", gamma_order="paper", smoothing=False,
+         hires=True),
+    dict(gamma=0.5, alpha=0, guided_steps=100, refine_iterations=7, early_stop=True, loss="paper",
+         text_encoder="clip-l"),
 ])
-def test_infotext_round_trip_restores_every_control(webui, values):
-    chosen = settings.Settings(enabled=True, refine=values.get("refine", True)).updated(**values)
-    _, res = webui.generate(tsam=dict(enabled=True) | values, steps=3)
-    got = pasted(webui, res.infotexts[0])
-    for name in settings.NAMES:
-        if name == "diagnostics":  # a display option, not part of the result
-            assert got[name] is UNCHANGED
-        elif name == "refine_iterations" and not chosen.refine:
-            assert got[name] is UNCHANGED
-        else:
-            assert got[name] == getattr(chosen, name), name
-    assert set(infotext.KEYS.values()) <= set(webui.txt2img.paste_field_names)
+def test_pasted_parameters_restore_every_control(webui, page, values):
+    chosen = settings.Settings(enabled=True).updated(**values)
+    _, res = webui.generate(tsam=dict(enabled=True) | values, steps=2, width=64, height=64)
+    ui, browser = page
+    for tab, paste_button, text_box in (("txt2img", ui.tabs["txt2img"].paste, ui.tabs["txt2img"].prompt),
+                                        ("img2img", ui.pnginfo_send["img2img"], ui.pnginfo_text)):
+        before = CHANGED | dict(enabled=False)
+        for name, value in before.items():
+            browser.set(controls(ui, tab)[name], value)
+        browser.set(text_box, res.infotexts[0])
+        browser.trigger(paste_button, "click")
+        assert {name: browser.get(c) for name, c in controls(ui, tab).items()} == restored(chosen, before), tab
 
 
-def test_pasting_parameters_without_tsam_switches_it_off(webui):
-    _, res = webui.generate(tsam=dict(enabled=False), steps=3)
-    got = pasted(webui, res.infotexts[0])
-    assert got["enabled"] is False
-    assert all(v is UNCHANGED for k, v in got.items() if k != "enabled")
+def test_api_infotext_field_restores_the_same_arguments(webui, page):
+    """The request field ``infotext`` reads script arguments through the same paste fields."""
+    values = dict(gamma=2.5, alpha=0, refine_iterations=7, early_stop=True, loss="paper", gamma_order="paper")
+    _, res = webui.generate(tsam=dict(enabled=True) | values, steps=2, width=64, height=64)
+    ui, _ = page
+    runner = ui.tabs["txt2img"].runner
+    mentioned = api.infotext_script_args(res.infotexts[0], "txt2img", runner)
+    script = runner.scripts[0]
+    got = {settings.NAMES[i - script.args_from]: v for i, v in mentioned.items()}
+    chosen = settings.Settings(enabled=True).updated(**values)
+    assert got == {name: getattr(chosen, name) for name in settings.NAMES if name not in ("diagnostics", "text_encoder")}
+    assert all(type(v) is type(settings.BY_NAME[n].default) for n, v in got.items())
+
+
+def test_pasting_parameters_without_tsam_switches_it_off(webui, page):
+    _, res = webui.generate(tsam=dict(enabled=False), steps=2, width=64, height=64)
+    ui, browser = page
+    tab = ui.tabs["txt2img"]
+    for name, value in CHANGED.items():
+        browser.set(controls(ui, "txt2img")[name], value)
+    browser.set(tab.prompt, res.infotexts[0])
+    browser.trigger(tab.paste, "click")
+    assert {n: browser.get(c) for n, c in controls(ui, "txt2img").items()} == CHANGED | dict(enabled=False)
+
+
+def test_gamma_order_is_shown_only_with_the_paper_loss(page):
+    ui, browser = page
+    c = controls(ui, "txt2img")
+    assert browser.get(c["gamma_order"], "visible") is False
+    browser.set(c["loss"], "paper")
+    assert browser.get(c["gamma_order"], "visible") is True
+    browser.set(c["gamma_order"], "paper")
+    browser.set(c["loss"], "reference")
+    assert browser.get(c["gamma_order"], "visible") is False and browser.get(c["gamma_order"]) == "reference"
+
+
+def test_refinement_controls_are_greyed_while_refinement_is_off(page):
+    ui, browser = page
+    c = controls(ui, "txt2img")
+    browser.set(c["refine"], False)
+    assert browser.get(c["refine_iterations"], "interactive") is False and browser.get(c["early_stop"], "interactive") is False
+    browser.set(c["refine"], True)
+    assert browser.get(c["refine_iterations"], "interactive") is True and browser.get(c["early_stop"], "interactive") is True
+
+
+def test_gamma_order_cannot_change_an_image_of_the_reference_loss(webui, targets_of):
+    """Not even where the paper order would push rows of T under the cosine's eps (gamma 8, a
+    30-token prompt), which changes the reference loss (tests/test_guidance.py shows the orders
+    agree elsewhere): with the reference loss, T is always built in the reference order."""
+    from tsam_ext.core.cross_maps import COSINE_EPS
+
+    prompt = ("a photo of a small red cube on top of a large blue sphere next to a green pyramid and a yellow cone "
+              "under a bright sky with white clouds")
+    t = targets_of(prompt, 8.0, "paper")[0][0].t
+    assert t.shape[0] == 30 and t.tril(-1)[2:].norm(dim=1).min() < COSINE_EPS
+    common = dict(prompt=prompt, steps=2, width=64, height=64)
+    latents = {order: webui.generate(tsam=dict(enabled=True, gamma=8.0, refine=False, gamma_order=order), **common)[1]
+               .latents[0] for order in ("reference", "paper")}
+    assert torch.equal(latents["paper"], latents["reference"])
 
 
 def test_a_broken_value_is_left_alone_not_guessed():
@@ -73,12 +181,15 @@ def test_axes_register_once_with_readable_labels(webui):
     xyz.register()  # the WebUI calls it again on every UI reload
     labels = [o.label for o in module.axis_options if o.label.startswith("[T-SAM]")]
     assert labels == ["[T-SAM] Enabled", "[T-SAM] Gamma", "[T-SAM] Alpha", "[T-SAM] Guided steps (%)",
-                      "[T-SAM] Refinement iterations (0 = off)", "[T-SAM] Loss"]
+                      "[T-SAM] Refinement iterations (0 = off)", "[T-SAM] Loss", "[T-SAM] Early stop",
+                      "[T-SAM] Text encoder for T (SDXL)"]
     p = object()
     assert axis(module, "[T-SAM] Alpha").format_value(p, None, 7.5) == "T-SAM alpha: 7.5"
     assert axis(module, "[T-SAM] Enabled").format_value(p, None, "False") == "T-SAM: off"
     assert axis(module, "[T-SAM] Refinement iterations (0 = off)").format_value(p, None, 0) == "T-SAM refinement: off"
     assert axis(module, "[T-SAM] Loss").choices() == ["reference", "paper"]
+    assert axis(module, "[T-SAM] Early stop").choices() == ["False", "True"]
+    assert axis(module, "[T-SAM] Early stop").format_value(p, None, "True") == "T-SAM early stop: on"
 
 
 def test_axis_values_are_checked_before_the_grid_runs(webui):
@@ -113,6 +224,33 @@ def test_gamma_by_alpha_grid_of_3_by_3(webui):
         images[(x, y)] = res.latents[0]
     assert torch.equal(images[(1.0, 0.0)], images[(5.0, 0.0)])  # alpha 0 moves nothing, whatever gamma
     assert not torch.equal(images[(1.0, 5.0)], images[(5.0, 5.0)])
+
+
+def test_refinement_makes_the_reference_count_unless_early_stop_is_on(webui, monkeypatch):
+    """An early-stop by loss axis at alpha 0 (a grid's usual baseline): the loss never moves, so
+    the early stop fires as soon as it may (3 + 1 updates). Off, refinement makes exactly its 20
+    updates, and 10 more where the reference rule extends them (the reference loss is below its
+    threshold here, the paper loss above), then the step's own update."""
+    passes = []
+    real = guidance._loss_and_grad
+    monkeypatch.setattr(guidance, "_loss_and_grad", lambda *a, **k: passes.append(1) or real(*a, **k))
+    module = load_xyz()
+    xyz.register()
+    stop, loss = axis(module, "[T-SAM] Early stop"), axis(module, "[T-SAM] Loss")
+    xs = module.process_axis(None, stop, "", stop.choices())
+    ys = module.process_axis(None, loss, "", loss.choices())
+    runner = webui.txt2img
+    p = processing.StableDiffusionProcessingTxt2Img(script_args=runner.default_args(), scripts_runner=runner,
+                                                    prompt="a black car and a white clock", seed=1, steps=3, width=64,
+                                                    height=64, sampler_name="Euler")
+    p.tsam_alpha, p.tsam_guided_steps = 0.0, 34  # one guided step of 3, refined (refinement is on by default)
+    counts = {}
+    for x, y in [(x, y) for y in ys for x in xs]:
+        start = len(passes)
+        (_, _, res), = module.run_cells(p, stop, [x], loss, [y])
+        counts[(x, y)] = len(passes) - start
+        assert parse_generation_parameters(res.infotexts[0])["T-SAM early stop"] == x
+    assert counts == {("False", "reference"): 31, ("False", "paper"): 21, ("True", "reference"): 4, ("True", "paper"): 4}
 
 
 def test_enabled_axis_switches_off_and_no_keys_leak_between_cells(webui):
@@ -152,8 +290,13 @@ def test_script_info_shows_every_argument_with_its_range(webui):
     ([{"enabled": True, "alpha": 7, "refine": False}], dict(enabled=True, alpha=7.0, refine=False, gamma=3.0)),
     ([{"enabled": True}, 3.0, 5.0, 60, True, 20, "reference", "reference", True, False, False], dict(enabled=True)),
     ([True, 3.0, 5.0, 60.0, 1, 20.0, "paper"], dict(refine=True, refine_iterations=20, loss="paper")),
+    ([True] + [None] * 10 + [1, "bigg"], dict(early_stop=True, text_encoder="bigg")),
+    ([{"enabled": True, "early_stop": "true"}], dict(early_stop=True)),
+    ([{"enabled": True, "alpha": 7}, 2.0, 9.0], dict(gamma=2.0, alpha=7.0)),  # after a dict: given; the dict wins
 ])
 def test_api_arguments_positional_or_one_dict(args, expected):
+    if None in args:  # positions not under test: the defaults' values
+        args = [getattr(settings.Settings(), n) if a is None else a for n, a in zip(settings.NAMES, args)]
     got = settings.from_args(args)
     for name, value in expected.items():
         assert getattr(got, name) == value and type(getattr(got, name)) is type(value)
@@ -161,12 +304,43 @@ def test_api_arguments_positional_or_one_dict(args, expected):
 
 @pytest.mark.parametrize("args,message", [
     ([True, "3"] + [0] * 12, "at most 13 arguments"),
+    ([{"enabled": True}] + [0] * 13, "at most 13 arguments"),
     ([True, None], "gamma must be a number"),
     ([True, 3, 5, 60, "yes"], "refine must be true or false"),
     ([True, 3, float("nan")], "alpha must be finite"),
     ([{"enabled": True, "Gamma": 3}], "unknown T-SAM parameter 'Gamma'"),
     ([{"enabled": True, "loss": 1}], "loss must be one of reference, paper"),
+    ([{"enabled": True, "early_stop": "maybe"}], "early_stop must be true or false"),
 ])
 def test_api_argument_errors_say_what_is_wrong(args, message):
     with pytest.raises(settings.SettingsError, match=message):
         settings.from_args(args)
+
+
+def test_every_argument_form_starts_from_the_settings_tab_defaults(webui, monkeypatch):
+    """Settings → T-SAM's defaults, after the reload they need: the UI's controls, the API's
+    positional args and a dict (as the API fills it in, or alone) all mean the same settings."""
+    for name, value in dict(alpha=8.5, guided_steps=40, refine=False).items():
+        monkeypatch.setitem(shared.opts.data, f"tsam_default_{name}", value)
+    runner = scripts.ScriptRunner([webui.module.Script])  # the UI, reloaded
+    import gradio as gr
+    with gr.Blocks():
+        runner.setup_ui()
+    script = runner.scripts[0]
+    defaults = api.init_default_script_args(runner)  # the API, started with it
+    ui_args = runner.default_args()
+    ui_args[script.args_from] = True  # the header ticked
+    forms = {
+        "UI": ui_args,
+        "positional": api.init_script_args({"T-SAM": {"args": [True, 3.0]}}, defaults, runner),
+        "dict": api.init_script_args({"t-sam": {"args": [{"enabled": True, "gamma": 3.0}]}}, defaults, runner),
+        "dict alone": [0] * script.args_from + [{"enabled": True, "gamma": 3.0}],
+    }
+    want = settings.Settings(enabled=True, alpha=8.5, guided_steps=40, refine=False)
+    got = {form: job.settings_for(types.SimpleNamespace(), args[script.args_from:]) for form, args in forms.items()}
+    assert got == dict.fromkeys(forms, want)
+    p = processing.StableDiffusionProcessingTxt2Img(script_args=forms["dict"], scripts_runner=runner, seed=1, steps=3,
+                                                    prompt="a black car and a white clock", width=64, height=64,
+                                                    sampler_name="Euler")
+    written = parse_generation_parameters(processing.process_images(p).infotexts[0])
+    assert (written["T-SAM alpha"], written["T-SAM guided steps"], written["T-SAM refinement"]) == ("8.5", "40%", "off")

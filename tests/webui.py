@@ -33,9 +33,10 @@ def load_script_module():
     return module
 
 
-def make_sd_model(small_sd):
-    sd = copy.deepcopy(small_sd)
-    return standin_model.LatentDiffusion(sd.unet, sd.text_model, sd.tokenizer, sd.alphas_cumprod)
+def make_sd_model(runtime_model):
+    """The WebUI's model of the runtime model's family, over a copy of its modules."""
+    rt = copy.deepcopy(runtime_model)
+    return {"sd1": standin_model.sd1_model, "sd2": standin_model.sd2_model, "sdxl": standin_model.sdxl_model}[rt.family](rt)
 
 
 class WebUI:

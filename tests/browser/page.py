@@ -1,6 +1,7 @@
 """A minimal A1111 txt2img tab around T-SAM's UI, served by gradio 3.41 for the browser test.
 
-Laid out as A1111 1.10.1 does: a settings column (prompt, "Sampling steps", then the always-on
+Laid out as A1111 1.10.1 does: a settings column (prompt, sampling method, schedule type and
+"Sampling steps", then the always-on
 scripts through the ScriptRunner stand-in) beside a results column (Generate, output). The
 extension's style.css and javascript/tsam.js (with the two A1111 globals it uses) and a stand-in
 of A1111's inputAccordion.js are loaded into the page;
@@ -14,8 +15,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from modules import scripts  # noqa: E402
-from modules.ui_components import FormGroup  # noqa: E402
+from modules import scripts, sd_samplers, sd_schedulers  # noqa: E402
+from modules.ui_components import FormGroup, FormRow  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -59,9 +60,16 @@ class Txt2ImgPage:
                 with gr.Column(elem_id="txt2img_settings"):
                     prompt = gr.Textbox(label="Prompt", lines=2, elem_id="txt2img_prompt")
                     self.runner.component_created("txt2img_prompt", prompt)
-                    steps = gr.Slider(minimum=1, maximum=150, step=1, value=20, label="Sampling steps",
-                                      elem_id="txt2img_steps")
-                    self.runner.component_created("txt2img_steps", steps)
+                    with FormRow():  # A1111's sampler script: method, schedule type, steps
+                        names = [s.name for s in sd_samplers.all_samplers]
+                        sampler = gr.Dropdown(label="Sampling method", choices=names, value=names[0], elem_id="txt2img_sampling")
+                        self.runner.component_created("txt2img_sampling", sampler)
+                        types = [s.label for s in sd_schedulers.schedulers]
+                        scheduler = gr.Dropdown(label="Schedule type", choices=types, value=types[0], elem_id="txt2img_scheduler")
+                        self.runner.component_created("txt2img_scheduler", scheduler)
+                        steps = gr.Slider(minimum=1, maximum=150, step=1, value=20, label="Sampling steps",
+                                          elem_id="txt2img_steps")
+                        self.runner.component_created("txt2img_steps", steps)
                     with FormGroup(elem_id="txt2img_script_container"):
                         self.runner.setup_ui()
                 with gr.Column(elem_id="txt2img_results"):

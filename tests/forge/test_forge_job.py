@@ -185,18 +185,20 @@ def test_img2img_counts_the_steps_actually_run(forge, monkeypatch):
 
 def test_models_without_unet_cross_attention_are_refused_plainly(forge):
     job = host("tsam_ext.host.job")
+    for engine in (host("backend.diffusion_engine.flux").Flux(), host("backend.diffusion_engine.chroma").Chroma()):
+        name = type(engine).__name__
+        assert job.unsupported_model(engine).startswith(f"{name} is a diffusion transformer without the UNet cross-attention")
     flux = host("backend.diffusion_engine.flux").Flux()
-    assert job.unsupported_model(flux).startswith("Flux has no UNet cross-attention")
     flux.is_sd3 = True
-    assert job.unsupported_model(flux).startswith("SD3 has no UNet cross-attention")
+    assert job.unsupported_model(flux).startswith("SD3 is a diffusion transformer")
     model = forge.model
     try:
-        model.is_sd1, model.is_sdxl = False, True
+        model.is_sd1 = False  # what a Flux checkpoint looks like to the WebUI: no is_sd* flag
         _, res = forge.generate(tsam=dict(enabled=True), steps=2, width=64, height=64)
     finally:
-        model.is_sd1, model.is_sdxl = True, False
+        model.is_sd1 = True
     error = params(res.infotexts[0])["T-SAM error"]
-    assert error.startswith("SDXL is not supported in Forge yet") and "without T-SAM" in error
+    assert error.startswith("StableDiffusion is a diffusion transformer") and "without T-SAM" in error
 
 
 def test_preview_before_any_generation_loads_the_checkpoint_on_forges_main_thread(forge, small_sd):
@@ -216,7 +218,7 @@ def test_preview_before_any_generation_loads_the_checkpoint_on_forges_main_threa
         shared.sd_model = sd_models.model_data.sd_model = flux
         sd_models.model_data.forge_hash = str(sd_models.model_data.forge_loading_parameters)  # Flux is "loaded"
         import gradio as gr
-        with pytest.raises(gr.Error, match="Flux has no UNet cross-attention"):
+        with pytest.raises(gr.Error, match="Flux is a diffusion transformer"):
             preview.panels("a cat", 3, "reference")
     finally:
         forge.load("random-sd15", small_sd)

@@ -2,7 +2,6 @@
 guided latent checked against a sampler loop written out by hand (z-space through Forge's
 predictor, and DDIM's timestep-to-sigma path)."""
 
-import dataclasses
 import importlib
 import math
 
@@ -12,7 +11,7 @@ import torch
 from tsam_ext.core import controller
 from tsam_ext.core.guidance import ChunkTarget, RowTarget, guidance_step
 from tsam_ext.core.recorder import Recorder
-from tsam_ext.core.samplers import profile_for, step_count
+from tsam_ext.core.samplers import profile_for
 from tsam_ext.core.schedule import make_plan
 from tsam_ext.core.text_maps import text_target
 from tsam_ext.families.clip import clip_self_attention
@@ -75,8 +74,7 @@ def test_heun_pp2_steps_are_found_to_the_last_one(forge, n):
     step, the last included, is guided once, on the latent the sampler reports for it."""
     kd = importlib.import_module("k_diffusion.sampling")
     sigmas = kd.get_sigmas_karras(n, 0.03, 14.6)
-    steps = step_count("sample_heunpp2", {"sigmas": sigmas}, 0)
-    probe = Probe(dataclasses.replace(profile_for("sample_heunpp2"), steps=steps))
+    probe = Probe(profile_for("sample_heunpp2", kwargs={"sigmas": sigmas}))
     kd.sample_heunpp2(probe, torch.randn(1, 4, 8, 8) * sigmas[0], sigmas, callback=probe.callback, disable=True)
     assert probe.calls == 3 * n - 3 and [s for s, _ in probe.guided] == list(range(n))
     assert all(x is probe.reported[s] for s, x in probe.guided)

@@ -52,13 +52,14 @@ class GuidedPass:
         self.calls += 1
         self.calls_since_callback += 1
         step = self.profile.step_of_call(self.calls, self.callbacks, self.calls_since_callback)
-        if step is None or step >= self.plan.guided or self.stopped:
+        if step is None or not self.plan.guides(step) or self.stopped:
             return None
         return step
 
     def end_step(self, d: dict | None = None) -> None:
-        """The sampler's step callback. A sampler that rebuilt its latent after a guided call
-        (UniPC's corrector) gets the update again on the latent it reports and continues from."""
+        """The sampler's step callback. A sampler that rebuilt its latent without the move of a
+        guided call (UniPC's B(h) corrector) gets the move on the latent it reports and continues
+        from; one whose rebuilt latent kept it (vary_coeff at order 1) does not get it twice."""
         self.callbacks += 1
         self.calls_since_callback = 0
         if self.pending is not None and d is not None and isinstance(d.get("x"), torch.Tensor):
@@ -73,7 +74,7 @@ class GuidedPass:
         rest of the pass, any other error too, each with a warning; the sampler goes on.
         """
         alpha = float(self.plan.alphas[step])
-        keep = self.keep_maps and step in (0, self.plan.guided - 1)
+        keep = self.keep_maps and step in (self.plan.guided[0], self.plan.guided[-1])
         c_in = c_in.to(device=x.device, dtype=torch.float32).reshape(-1, 1, 1, 1)
         try:
             out = guidance_step(x.float() * c_in, rows, run_unet, self.recorder, alpha, loss=self.loss,
@@ -90,7 +91,7 @@ class GuidedPass:
             return None
         dx = out.delta / c_in
         x.add_(dx.to(x.dtype))
-        if self.profile.evaluates_prediction and self.calls > 1:
+        if self.profile.rebuilds_without_move(self.calls):
             self.pending = dx
         self.trace.append(StepTrace(step, alpha, out.passes, out.losses, out.skipped, list(rows), out.maps))
         self._report(step, out)
@@ -102,6 +103,8 @@ class GuidedPass:
             self.log(f"T-SAM: {message}")
 
     def _report(self, step: int, out: StepOutcome) -> None:
+        for note in out.notes:
+            self.warn(note)
         for img, reason in sorted(out.skipped.items()):
             if reason in TOO_SHORT.values():  # the same at every step: say it once
                 self.warn(f"image {img + 1}: {reason}; nothing to bind, so it is not guided")
@@ -111,7 +114,7 @@ class GuidedPass:
             first = sum(h[0] for h in out.losses.values())
             last = sum(h[-1] for h in out.losses.values())
             change = f"{first:.4f} -> {last:.4f} in {out.passes} passes" if out.passes > 1 else f"{first:.4f}"
-            self.log(f"T-SAM step {step + 1}/{self.plan.guided}: loss {change}")
+            self.log(f"T-SAM step {step + 1}/{self.plan.guided[-1] + 1}: loss {change}")
 
     def loss_summary(self) -> dict[int, tuple[float, float]]:
         """Per image: the loss at its first guided pass and at its last."""

@@ -3,17 +3,25 @@
 ``z`` [B, C, h, w] is the UNet-input latent of B images (for k-diffusion samplers x * c_in).
 A *row* is one conditional UNet input: an image with one prompt (an AND sub-prompt is a row of
 its own); each row carries the text targets of its 77-token chunks. All rows of a pass run as
-one UNet batch (split on out-of-memory); the loss of an image is the sum over its rows and
-chunks, and its gradient is the image's own.
+one UNet batch; the loss of an image is the sum over its rows and chunks, and its gradient is
+the image's own.
+
+Out of memory, a pass falls back by itself, and the sampling pass keeps what it learnt
+(``BatchLimit``): first activation checkpointing over the transformer blocks (same gradient),
+then smaller groups of images, down to one; when even that does not fit, the step is skipped
+with a reason and the image goes on unguided at that step. A float16 UNet backward scales the
+loss (its small gradients would underflow) and lowers the scale when a gradient overflows.
 """
 
+import gc
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 
+from .checkpointing import checkpointed
 from .loss import MIN_TOKENS, chunk_loss
 from .recorder import Recorder
 from .schedule import Refinement, refinement_threshold
@@ -51,10 +59,26 @@ class RowTarget:
         return any(c.n >= MIN_TOKENS[loss] for c in self.chunks)
 
 
+# float16 loss scale: on CPU fp16 autocast (SD1.x layout, 64 channels, 32x32 latent) the unscaled
+# gradient was 1.9-2.1% (relative L2) from float32's, 0.45-0.6% at 2**10, non-finite at 2**16.
+FP16_LOSS_SCALE = 2.0 ** 10
+FP16_SCALE_BACKOFF = 2.0 ** 5  # an overflow divides the scale by this (2**10 -> 2**5 -> 1)
+OUT_OF_MEMORY = "out of memory with activation checkpointing and one image per pass"
+
+
 @dataclass
 class BatchLimit:
-    """How many images one pass may hold; halved on out-of-memory and kept for the sampling pass."""
+    """How a guidance pass fits the device, learnt in a sampling pass and kept for the rest of it:
+    ``images`` per pass (None: all; halved on out-of-memory), ``checkpoint`` (activation
+    checkpointing; set on out-of-memory or by the user) and the float16 ``loss_scale`` (lowered
+    when a scaled gradient overflows)."""
     images: int | None = None
+    checkpoint: bool = False
+    loss_scale: float = FP16_LOSS_SCALE
+
+
+class GuidanceOutOfMemory(RuntimeError):
+    """Even the smallest, checkpointed pass did not fit."""
 
 
 @dataclass
@@ -68,11 +92,24 @@ class StepOutcome:
     passes: int = 0
     interrupted: bool = False
     maps: dict[int, torch.Tensor] = field(default_factory=dict)   # row -> its first-pass maps [gh, gw, S]
+    notes: list[str] = field(default_factory=list)                # fallbacks taken (for the console)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+        isinstance(error, RuntimeError) and any(m in str(error).lower()
+                                                for m in ("out of memory", "can't allocate memory")))
+
+
+def runs_in_float16(z: torch.Tensor, unet: torch.nn.Module) -> bool:
+    """Whether the UNet computes in float16 (fp16 weights, or fp16 autocast on z's device)."""
+    if any(p.dtype == torch.float16 for p in unet.parameters()):
+        return True
+    device = z.device.type
+    try:
+        return torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
+    except TypeError:  # torch < 2.4 (A1111 1.10.1 ships 2.1.2): only CUDA autocast, its own calls
+        return device == "cuda" and torch.is_autocast_enabled() and torch.get_autocast_gpu_dtype() == torch.float16
 
 
 @contextmanager
@@ -99,34 +136,64 @@ def row_losses(maps: torch.Tensor, rows: Sequence[RowTarget], loss: str, smooth:
 
 
 def _loss_and_grad(z: torch.Tensor, images: list[int], rows: Sequence[RowTarget], run_unet, recorder: Recorder,
-                   loss: str, smooth: bool, truncate: bool):
-    """One forward + backward over ``images``: (loss [k], grad [k, C, h, w], {row: maps}) in float32."""
+                   loss: str, smooth: bool, truncate: bool, scale: float = 1.0):
+    """One forward + backward over ``images``: (loss [k], grad [k, C, h, w], {row: maps}) in float32.
+    The backward runs on the loss times ``scale``; the gradient is divided by it again."""
     position = {img: k for k, img in enumerate(images)}
     sel = [i for i, row in enumerate(rows) if row.image in position and row.guided(loss)]
     leaf = z[images].detach().requires_grad_(True)
     z_rows = leaf[[position[rows[i].image] for i in sel]]
-    maps = recorder.run(lambda: run_unet(z_rows, sel), tuple(z.shape[-2:]), truncate=truncate)
-    per_row = row_losses(maps, [rows[i] for i in sel], loss, smooth)
-    owner = torch.tensor([position[rows[i].image] for i in sel], device=per_row.device)
-    per_image = per_row.new_zeros(len(images)).index_add(0, owner, per_row)
-    grad, = torch.autograd.grad(per_image.sum(), leaf)
-    return per_image.detach(), grad.float(), dict(zip(sel, maps.detach()))
+    with recorder.fused():
+        maps = recorder.run(lambda: run_unet(z_rows, sel), tuple(z.shape[-2:]), truncate=truncate)
+        per_row = row_losses(maps, [rows[i] for i in sel], loss, smooth)
+        owner = torch.tensor([position[rows[i].image] for i in sel], device=per_row.device)
+        per_image = per_row.new_zeros(len(images)).index_add(0, owner, per_row)
+        total = per_image.sum()
+        grad, = torch.autograd.grad(total * scale if scale != 1 else total, leaf)
+    grad = grad.float() if scale == 1 else grad.float() / scale
+    return per_image.detach(), grad, dict(zip(sel, maps.detach()))
 
 
-def _batched(z, images, rows, run_unet, recorder, loss, smooth, truncate, limit: BatchLimit):
-    """``_loss_and_grad`` over groups of at most ``limit.images`` images, halving it on OOM."""
+def _fall_back(limit: BatchLimit, size: int, notes: list[str]) -> None:
+    """The next, smaller way to run a pass that ran out of memory."""
+    if not limit.checkpoint:
+        limit.checkpoint = True
+        notes.append("out of memory: the guidance pass now runs with activation checkpointing (slower, same result)")
+    elif size > 1:
+        limit.images = max(1, size // 2)
+        notes.append(f"out of memory: guidance now runs {limit.images} image(s) per pass")
+    else:
+        raise GuidanceOutOfMemory(OUT_OF_MEMORY)
+    gc.collect()  # the failed pass's tensors, held by the exception's frames until now
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _overflowed(parts) -> bool:
+    """A finite loss with a non-finite gradient: the scaled backward overflowed float16."""
+    return any(torch.isfinite(losses).all() and not torch.isfinite(grads).all() for losses, grads, _ in parts)
+
+
+def _batched(z, images, rows, run_unet, recorder, loss, smooth, truncate, limit: BatchLimit, notes: list[str]):
+    """``_loss_and_grad`` over groups of at most ``limit.images`` images, falling back on
+    out-of-memory (``_fall_back``) and lowering the float16 loss scale on overflow."""
+    half = runs_in_float16(z, recorder.unet)
     while True:
-        size = limit.images or len(images)
+        size, scale = limit.images or len(images), limit.loss_scale if half else 1.0
         try:
-            parts = [_loss_and_grad(z, images[i:i + size], rows, run_unet, recorder, loss, smooth, truncate)
-                     for i in range(0, len(images), size)]
-            break
+            with checkpointed(recorder.unet) if limit.checkpoint else nullcontext():
+                parts = [_loss_and_grad(z, images[i:i + size], rows, run_unet, recorder, loss, smooth, truncate, scale)
+                         for i in range(0, len(images), size)]
         except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
-            if not is_out_of_memory(e) or size == 1:
+            if not is_out_of_memory(e):
                 raise
-            limit.images = max(1, size // 2)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            parts = None
+        if parts is None:
+            _fall_back(limit, size, notes)
+        elif scale > 1 and _overflowed(parts):
+            limit.loss_scale = max(1.0, scale / FP16_SCALE_BACKOFF)
+        else:
+            break
     losses, grads, maps = zip(*parts)
     return torch.cat(losses), torch.cat(grads), {row: m for part in maps for row, m in part.items()}
 
@@ -143,7 +210,8 @@ def guidance_step(z: torch.Tensor, rows: Sequence[RowTarget], run_unet: Callable
     reads the maps. Every image gets one update; with ``refinement`` it first gets up to
     ``refinement.iterations`` (+ ``extra``) more at the same alpha. An image whose prompt is too
     short to give a gradient (fewer than 2 tokens; 3 for the reference loss, whose 2-token term
-    is constant), or whose loss or gradient is not finite, is left unchanged with a reason.
+    is constant), or whose loss or gradient is not finite, is left unchanged with a reason; so is
+    every image when even the smallest checkpointed pass runs out of memory.
     """
     limit = limit or BatchLimit()
     out = StepOutcome(delta=torch.zeros(z.shape, dtype=torch.float32, device=z.device))
@@ -161,7 +229,16 @@ def guidance_step(z: torch.Tensor, rows: Sequence[RowTarget], run_unet: Callable
                 out.interrupted = True
                 break
             current = (base + out.delta).to(z.dtype)
-            losses, grads, maps = _batched(current, active, rows, run_unet, recorder, loss, smooth, truncate, limit)
+            try:
+                losses, grads, maps = _batched(current, active, rows, run_unet, recorder, loss, smooth, truncate,
+                                               limit, out.notes)
+            except GuidanceOutOfMemory as e:
+                for img in active:  # updates of earlier passes of this step are kept
+                    if img in out.losses:
+                        out.notes.append(f"image {img + 1}: {e}: refinement cut short")
+                    else:
+                        out.skipped[img] = str(e)
+                break
             if keep_maps and not out.maps:
                 out.maps = maps
             out.passes += 1

@@ -5,7 +5,7 @@ happened (the loss trace, warnings). ``read`` turns pasted parameters back into 
 parameters without T-SAM's keys mean T-SAM was off.
 """
 
-from .settings import Settings, SettingsError, coerce
+from .settings import Settings, SettingsError, coerce, gamma_order_matters
 
 KEYS = {
     "gamma": "T-SAM gamma",
@@ -31,18 +31,21 @@ def number(value: float) -> str:
 
 
 def write(settings: Settings) -> dict[str, str]:
-    return {
+    """The parameters' entries; the gamma order and the early stop only where they are used (the
+    paper loss; refinement on)."""
+    values = {
         KEYS["gamma"]: number(settings.gamma),
         KEYS["alpha"]: number(settings.alpha),
         KEYS["guided_steps"]: f"{settings.guided_steps}%",
         KEYS["refine_iterations"]: str(settings.refine_iterations) if settings.refine else "off",
         KEYS["loss"]: settings.loss,
-        KEYS["gamma_order"]: settings.gamma_order,
+        KEYS["gamma_order"]: settings.gamma_order if gamma_order_matters(settings.loss) else None,
         KEYS["smoothing"]: str(settings.smoothing),
         KEYS["hires"]: str(settings.hires),
-        KEYS["early_stop"]: str(settings.early_stop),
+        KEYS["early_stop"]: str(settings.early_stop) if settings.refine else None,
         KEYS["text_encoder"]: settings.text_encoder,
     }
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def all_keys() -> tuple[str, ...]:

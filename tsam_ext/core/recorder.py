@@ -7,16 +7,22 @@ input_blocks 7, 8 and output_blocks 3, 4, 5; SDXL: every level-2 transformer blo
 
 Recording is a scope (``Recorder.record``): forward pre-hooks recompute each selected layer's
 probabilities softmax(q k^T * scale) in float32 from its own ``to_q`` / ``to_k``, whatever
-attention kernel the host installed, so the layer's output is untouched. Outside the scope no
-hook exists. With ``truncate=True`` the pass stops as soon as the last selected layer has its
+attention kernel the host installed, so the layer's output is untouched. A host whose kernels
+transform the text before ``to_k`` / ``to_v`` (A1111's hypernetworks) hands the recorder that
+transform (``contexts``), so the maps are the layer's own; a host may also name the layers whose
+kernel (its own) torch's fused attention may replace during a guidance pass (``fusable``,
+``Recorder.fused``, ``fused_attention``): the same function, a cheaper backward. Outside the scope no hook exists. With ``truncate=True`` the pass stops as soon as the last selected layer has its
 probabilities: nothing after it can change the loss, so nothing after it is computed.
 """
 
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
+
+from .fused_attention import Contexts, fused, is_attention, same_contexts
 
 LEVEL = 2  # latent/4: two 2x downsamplings
 
@@ -64,20 +70,36 @@ def level_grid(latent_hw: tuple[int, int], level: int = LEVEL) -> tuple[int, int
     return h, w
 
 
-def attention_probs(module: torch.nn.Module, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    """Head-averaged probabilities [N, n_q, S] in float32 of one ldm/sgm ``CrossAttention``.
+def _keep(t: torch.Tensor) -> torch.Tensor:
+    return t
 
-    ``x`` [N, n_q, C] is the layer's (normalised) input, ``context`` [N, S, D] the text.
-    The product runs with autocast off so fp16 models still get float32 logits.
+
+def keep_saved():
+    """Saved-tensor hooks that keep the tensors autograd saves as they are: the recorder's
+    computation inside a checkpointed block (``checkpointing``) is then neither dropped nor
+    expected again when the block is recomputed in the backward, where no hook runs."""
+    return torch.autograd.graph.saved_tensors_hooks(_keep, _keep)
+
+
+def head_probs(module: torch.nn.Module, x: torch.Tensor, context_k: torch.Tensor) -> torch.Tensor:
+    """Per-head probabilities [N, heads, n_q, S] in float32 of one ldm/sgm ``CrossAttention``.
+
+    ``x`` [N, n_q, C] is the layer's (normalised) input, ``context_k`` [N, S, D] the text as its
+    ``to_k`` reads it. The product runs with autocast off so fp16 models still get float32
+    logits. A layer without ``scale`` (Forge's) has the standard dim_head ** -0.5.
     """
-    q, k = module.to_q(x), module.to_k(context)
+    q, k = module.to_q(x), module.to_k(context_k)
     n, heads = q.shape[0], module.heads
     scale = getattr(module, "scale", None) or (q.shape[-1] // heads) ** -0.5
     with torch.autocast(device_type=q.device.type, enabled=False):
         q = q.float().reshape(n, q.shape[1], heads, -1).transpose(1, 2)
         k = k.float().reshape(n, k.shape[1], heads, -1).transpose(1, 2)
-        probs = (q @ k.transpose(-1, -2) * scale).softmax(dim=-1)
-        return probs.mean(dim=1)
+        return (q @ k.transpose(-1, -2) * scale).softmax(dim=-1)
+
+
+def attention_probs(module: torch.nn.Module, x: torch.Tensor, context_k: torch.Tensor) -> torch.Tensor:
+    """Head-averaged probabilities [N, n_q, S] in float32 (``head_probs`` averaged over heads)."""
+    return head_probs(module, x, context_k).mean(dim=1)
 
 
 @dataclass
@@ -99,9 +121,14 @@ class Recording:
 class Recorder:
     """The latent/4 cross-attention layers of one UNet, and a scope that records them."""
 
-    def __init__(self, unet: torch.nn.Module, level: int = LEVEL):
+    def __init__(self, unet: torch.nn.Module, level: int = LEVEL, contexts: Contexts = same_contexts,
+                 fusable: Callable[[torch.nn.Module], bool] | None = None):
+        """``contexts(layer, context)`` is the text (k, v) the layer reads (the host's transform);
+        ``fusable(layer)`` says whether the layer's kernel is the host's own, replaceable in a pass."""
         self.unet = unet
         self.level = level
+        self.contexts = contexts
+        self.fusable = fusable
         self.layers = [m for m, lv in attention_levels(unet) if lv == level]
         if not self.layers:
             raise UnsupportedUNet(f"no cross-attention layer at level {level} (latent/{2 ** level})")
@@ -119,7 +146,8 @@ class Recorder:
             x = args[0]
             if x.shape[1] != n_q:
                 raise RuntimeError(f"cross-attention layer has {x.shape[1]} queries, expected {n_q} ({rec.grid})")
-            probs = attention_probs(module, x, context)
+            with keep_saved():
+                probs = attention_probs(module, x, self.key_context(module, context))
             rec.total = probs if rec.total is None else rec.total + probs
             rec.layers += 1
             rec.seen.add(id(module))
@@ -133,6 +161,16 @@ class Recorder:
         finally:
             for h in handles:
                 h.remove()
+
+    def fused(self):
+        """Scope (a guidance pass's forward and backward: a checkpoint recomputes in the backward)
+        in which the host's fusable layers run torch's fused attention."""
+        layers = [m for m in self.unet.modules() if is_attention(m) and self.fusable(m)] if self.fusable else []
+        return fused(layers, self.contexts) if layers else nullcontext()
+
+    def key_context(self, layer: torch.nn.Module, context: torch.Tensor) -> torch.Tensor:
+        """The text the layer's ``to_k`` reads."""
+        return self.contexts(layer, context)[0]
 
     def run(self, forward, latent_hw: tuple[int, int], truncate: bool = True) -> torch.Tensor:
         """Run ``forward()`` (one UNet pass) inside a recording scope; returns the maps [N, gh, gw, S]."""

@@ -44,20 +44,23 @@ FIELDS = (
           "Updates at each refinement point; up to 10 more follow while the loss is already low.", 1, 50, 1),
     Field("loss", str, "reference", "Loss", "reference: the authors' code (published numbers); "
           "paper: eq. 7 of the paper.", choices=("reference", "paper")),
-    Field("gamma_order", str, "reference", "Gamma order", "reference: power, then normalise rows; "
-          "paper: normalise rows, then power.", choices=("reference", "paper")),
+    Field("gamma_order", str, "reference", "Gamma order (paper loss)", "Used by the paper loss only (the "
+          "reference loss compares rows by direction, which the order does not change). reference: power, then "
+          "normalise rows; paper: normalise rows, then power.", choices=("reference", "paper")),
     Field("smoothing", bool, True, "Smooth attention maps", "3x3 smoothing of each word's map before "
           "comparing them, as the reference."),
     Field("hires", bool, False, "Guide the hires pass", "Also guide the second pass of hires fix (the "
           "first pass, which decides the layout, is always guided)."),
     Field("diagnostics", bool, False, "Diagnostics images", "Add images showing T, S, where each word "
           "landed and the loss per guided step."),
-    Field("early_stop", bool, False, "Stop refining when settled",
-          "End an image's refinement early once its loss changes by less than 0.1% over 3 updates (faster; "
-          "off reproduces the reference)."),
-    Field("text_encoder", str, "both", "Text encoder for T",
-          "SDXL has two text encoders: both (the mean of their targets), CLIP-L or bigG alone. Models with one "
-          "encoder use it.", choices=("both", "clip-l", "bigg")),
+    Field("early_stop", bool, False, "Stop refinement early",
+          "Stop an image's refinement once its loss changed by less than 0.1% over the last 3 updates: faster, "
+          "but not the reference. Off: exactly the refinement iterations (+10 while the loss is low), as the "
+          "reference."),
+    Field("text_encoder", str, "both", "Text encoder for T (SDXL)",
+          "SDXL base has two text encoders: both (T from the mean of their attention), CLIP-L or bigG alone. "
+          "Models with one (SD 1.x, SD 2.x, the SDXL refiner) always use theirs, and the setting is not written "
+          "to their infotext.", choices=("both", "clip-l", "bigg")),
 )
 NAMES = tuple(f.name for f in FIELDS)
 BY_NAME = {f.name: f for f in FIELDS}
@@ -83,6 +86,17 @@ class Settings:
     def guided_fraction(self) -> float:
         return self.guided_steps / 100.0
 
+    @property
+    def target_order(self) -> str:
+        """The gamma order T is built with: the user's only where it can matter (the paper loss).
+
+        The two orders differ by a positive scale per row of T, which the reference loss's per-row
+        cosine ignores, except in rows the paper order pushes below the cosine's eps (high gamma,
+        long prompts), where it would only distort the loss: the reference loss gets the reference's
+        order, always, so a hidden or forgotten setting can never change its result.
+        """
+        return self.gamma_order if gamma_order_matters(self.loss) else "reference"
+
     def updated(self, **values) -> "Settings":
         """A copy with ``values`` parsed and checked like any user input."""
         return replace(self, **{k: coerce(k, v) for k, v in values.items()})
@@ -90,6 +104,11 @@ class Settings:
 
 assert tuple(f.name for f in fields(Settings)) == NAMES
 assert all(BY_NAME[f.name].default == f.default for f in fields(Settings))
+
+
+def gamma_order_matters(loss: str) -> bool:
+    """Whether the gamma order is used with this loss (the UI shows its control only then)."""
+    return loss == "paper"
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -135,15 +154,16 @@ def coerce(name: str, value: Any):
 
 
 def from_args(args, base: Settings | None = None) -> Settings:
-    """Settings from the script's positional args, or from one dict argument.
+    """Settings from the script's positional args, or from one dict argument first.
 
-    A dict (``{"enabled": true, "gamma": 3}``) may stand first, alone or followed by the UI
-    defaults the API fills in; missing names keep ``base``'s values.
+    Every value not given is ``base``'s: the UI's defaults (the built-in ones without a base). A
+    dict (``{"enabled": true, "gamma": 3}``) stands in the place of ``enabled``; positional values
+    after it (the API fills in the UI's defaults there) count as given, and the dict's names win.
     """
     base = base or Settings()
     args = list(args)
-    if args and isinstance(args[0], dict):
-        return base.updated(**args[0])
     if len(args) > len(NAMES):
         raise SettingsError(f"T-SAM takes at most {len(NAMES)} arguments ({', '.join(NAMES)}), got {len(args)}")
+    if args and isinstance(args[0], dict):
+        return base.updated(**(dict(zip(NAMES[1:], args[1:])) | args[0]))
     return base.updated(**dict(zip(NAMES, args)))

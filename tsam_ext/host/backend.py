@@ -5,9 +5,12 @@ packages ``modules_forge`` and ``backend`` (``backend.diffusion_engine`` holds i
 AUTOMATIC1111's WebUI has neither. Each backend package (``a1111``, ``forge``) exposes the same
 names, and neither imports the other:
 
-- ``TextTargets(sd_model, gamma, order)``: T of the texts of a generation, per chunk;
-- ``SamplingPass(job, p, hires)``: the wrappers that steer one sampling pass;
-- ``unet(sd_model)``: the denoising UNet, or ``UnsupportedUNet`` saying why there is none to guide;
+- ``TextTargets(sd_model, gamma, order, text_encoder, warn)``: T of the texts of a generation, per
+  chunk (``host.text_targets``);
+- ``encoders(sd_model)``: the model's text encoders, or ``UnsupportedText``;
+- ``SamplingPass(job, p, hires)``: the wrappers that steer one sampling pass (``host.sampling_pass``);
+- ``transformer_kind(sd_model)``: the name of a diffusion transformer (SD3, Flux, Chroma), else None;
+- ``unet(sd_model)``: the denoising UNet, or None;
 - ``unsupported(p)``: why this host cannot guide the generation at all (memory modes, replaced UNets), or None;
 - ``with_model(fn)``: ``fn(sd_model)`` for work the UI asks for outside a generation (the T preview),
   with the checkpoint a generation would use, where the host runs model work.

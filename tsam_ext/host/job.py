@@ -13,7 +13,10 @@ from ..core import diagnostics, infotext
 from ..core.recorder import Recorder, UnsupportedUNet
 from ..core.schedule import Refinement, make_plan
 from ..core.settings import NAMES, Settings, SettingsError, from_args
+from . import options
 from .backend import current as backend
+from .sampling_pass import model_key
+from .text_targets import UnsupportedText
 
 ATTR = "tsam_job"       # the Job of this generation, on p
 OVERRIDE = "tsam_"      # X/Y/Z axes set p.tsam_<setting>
@@ -28,16 +31,17 @@ class Job:
         self.traces = []  # (image index offset, hires, GuidedPass) per finished pass
 
     def texts_for(self, sd_model) -> "backend.TextTargets":
-        """T of this generation's texts for the checkpoint in use (hires and refiner may switch it;
-        a switch of weights into the same model object changes its hash)."""
-        key = (id(sd_model), getattr(sd_model, "sd_model_hash", None))
+        """T of this generation's texts for the checkpoint in use (hires and refiner may switch it)."""
+        key = model_key(sd_model)
         if key not in self.texts:
-            self.texts[key] = backend.TextTargets(sd_model, self.settings.gamma, self.settings.gamma_order)
+            s = self.settings
+            self.texts[key] = backend.TextTargets(sd_model, s.gamma, s.target_order, s.text_encoder, warn=self.warn)
         return self.texts[key]
 
     def plan(self, steps: int):
         s = self.settings
-        return make_plan(steps, s.alpha, s.guided_fraction, Refinement(s.refine_iterations) if s.refine else None)
+        return make_plan(steps, s.alpha, s.guided_fraction,
+                         Refinement(s.refine_iterations, early_stop=s.early_stop) if s.refine else None)
 
     def log(self, message: str) -> None:
         if getattr(shared.opts, "tsam_console_trace", True) or not message.startswith("T-SAM step"):
@@ -79,12 +83,12 @@ def requested(args, p) -> bool:
 
 
 def settings_for(p, args) -> Settings:
-    """The UI's / API's arguments, then the X/Y/Z overrides on p: a T-SAM value axis turns
-    T-SAM on unless an "[T-SAM] Enabled" axis says otherwise."""
+    """The UI's / API's arguments over the UI's defaults, then the X/Y/Z overrides on p: a T-SAM
+    value axis turns T-SAM on unless an "[T-SAM] Enabled" axis says otherwise."""
     overrides = {name: getattr(p, OVERRIDE + name) for name in NAMES if hasattr(p, OVERRIDE + name)}
     if getattr(p, OVERRIDE + "axis", False):
         overrides.setdefault("enabled", True)
-    return from_args(args).updated(**overrides)
+    return from_args(args, options.defaults()).updated(**overrides)
 
 
 def unsupported(p) -> str | None:
@@ -92,21 +96,23 @@ def unsupported(p) -> str | None:
     return backend.unsupported(p) or unsupported_model(p.sd_model)
 
 
+
 def unsupported_model(model) -> str | None:
-    """Why T-SAM cannot read this checkpoint's attention, or None."""
+    """Why T-SAM cannot guide this checkpoint (SD 1.x, SD 2.x, SDXL and SSD-1B it can), or None."""
     if model is None:
         return "no model is loaded"
-    try:
-        unet = backend.unet(model)
-    except UnsupportedUNet as e:
-        return str(e)
-    if not getattr(model, "is_sd1", False):
-        kind = "SDXL" if getattr(model, "is_sdxl", False) else "SD 2.x" if getattr(model, "is_sd2", False) else "this model type"
-        return f"T-SAM supports SD 1.x checkpoints; {kind} is not supported"
+    kind = backend.transformer_kind(model)
+    if kind is not None:
+        return (f"{kind} is a diffusion transformer without the UNet cross-attention T-SAM reads "
+                f"(T-SAM guides SD 1.x, SD 2.x and SDXL)")
+    unet = backend.unet(model)
+    if unet is None:
+        return "this checkpoint has no UNet T-SAM can read"
     try:
         Recorder(unet)
-    except UnsupportedUNet as e:
-        return str(e)
+        backend.encoders(model)
+    except (UnsupportedUNet, UnsupportedText) as e:
+        return f"this checkpoint cannot be guided: {e}"
     return None
 
 
@@ -118,10 +124,25 @@ def refuse(p, reason: str) -> None:
 
 
 def start(p, *args) -> Job | None:
-    """Decide what T-SAM does in this generation; the Job on p, or None (no hook is installed)."""
-    for key in infotext.all_keys():  # X/Y/Z cells share one extra_generation_params dict
+    """Decide what T-SAM does in this generation; the Job on p, or None (no hook is installed).
+    Never raises: an error of T-SAM's gives the image without T-SAM, with the reason."""
+    try:
+        return _start(p, *args)
+    except Exception as e:  # noqa: BLE001 - never lose the generation to T-SAM
+        forget(p)
+        refuse(p, f"T-SAM could not start ({type(e).__name__}: {e})")
+        return None
+
+
+def forget(p) -> None:
+    """No Job and none of T-SAM's infotext keys on p (X/Y/Z cells share one extra_generation_params dict)."""
+    for key in infotext.all_keys():
         p.extra_generation_params.pop(key, None)
     setattr(p, ATTR, None)
+
+
+def _start(p, *args) -> Job | None:
+    forget(p)
     try:
         settings = settings_for(p, args)
     except SettingsError as e:
@@ -136,6 +157,8 @@ def start(p, *args) -> Job | None:
         return None
     job = Job(p, settings)
     p.extra_generation_params.update(infotext.write(settings))
+    if len(backend.encoders(p.sd_model)) < 2:  # the text encoder setting only chooses between SDXL's two
+        p.extra_generation_params.pop(infotext.KEYS["text_encoder"])
     p.extra_generation_params[infotext.TRACE] = lambda index=0, **_: job.trace_text(index)
     p.extra_generation_params[infotext.WARNING] = lambda **_: job.warning_text()
     setattr(p, ATTR, job)
@@ -145,20 +168,30 @@ def start(p, *args) -> Job | None:
 def before_sampling(p) -> None:
     """Steer the sampling pass about to start (txt2img, img2img, or hires when asked for)."""
     job = getattr(p, ATTR, None)
-    if job is None or (p.is_hr_pass and not job.settings.hires):
-        return
     try:
+        if job is None or (p.is_hr_pass and not job.settings.hires):
+            return
         backend.SamplingPass(job, p, hires=p.is_hr_pass).install()
     except Exception as e:  # noqa: BLE001 - never lose the generation to T-SAM
         job.warn(f"guidance could not start: {type(e).__name__}: {e}")
 
 
 def finish(p, processed) -> None:
-    """End of the generation: the loss summary, and the diagnostics images when asked for."""
+    """End of the generation: the loss summary, and the diagnostics images when asked for. The
+    images and their infotexts exist already: an error here is said in the console and under them."""
     job = getattr(p, ATTR, None)
     if job is None:
         return
     setattr(p, ATTR, None)
+    try:
+        _finish(p, processed, job)
+    except Exception as e:  # noqa: BLE001 - never lose the generation to T-SAM
+        message = f"T-SAM: {type(e).__name__} at the end of the generation: {e}"
+        print(message)
+        processed.comments += message + "\n"
+
+
+def _finish(p, processed, job: Job) -> None:
     summary = [f"image {i + 1}{' hires' if hires else ''}: {first:.4f} -> {last:.4f}"
                for (i, hires), (first, last) in sorted(job.losses.items())]
     if summary:

@@ -4,7 +4,7 @@ import gradio as gr
 
 from modules import shared
 
-from ..core.settings import BY_NAME
+from ..core.settings import BY_NAME, NAMES, Settings
 
 SECTION = ("tsam", "T-SAM")
 
@@ -30,8 +30,16 @@ def register() -> None:
     add("tsam_console_trace", info(True, "Print the loss of every guided step to the console", section=SECTION))
     add("tsam_max_batch", info(0, "Images per guidance pass (0 = the whole batch; T-SAM halves it by itself on "
                                "out-of-memory)", gr.Slider, {"minimum": 0, "maximum": 16, "step": 1}, section=SECTION))
+    add("tsam_checkpoint", info(False, "Guidance pass with activation checkpointing (less memory, slower, same result; "
+                                "T-SAM switches to it by itself on out-of-memory)", section=SECTION))
 
 
 def default(name: str):
     """The UI default of a setting: the Settings tab's value where it has one."""
     return getattr(shared.opts, f"tsam_default_{name}", BY_NAME[name].default)
+
+
+def defaults() -> Settings:
+    """Every setting's UI default, as the controls are built with them: what an argument not given
+    means, whichever way the arguments came (UI, positional, dict)."""
+    return Settings().updated(**{name: default(name) for name in NAMES})

@@ -23,16 +23,16 @@ def first_step_texts(prompt: str) -> list[str]:
     return [schedule[0][1] for schedule in schedules]
 
 
-def panels(prompt: str, gamma, order: str) -> list[tuple[str, "diagnostics.Image.Image"]]:
+def panels(prompt: str, gamma, order: str, text_encoder: str = "both") -> list[tuple[str, "diagnostics.Image.Image"]]:
     """(title, heatmap of T) for every chunk of every sub-prompt; raises gr.Error with a reason instead."""
-    return backend.with_model(lambda sd_model: model_panels(sd_model, prompt, gamma, order))
+    return backend.with_model(lambda sd_model: model_panels(sd_model, prompt, gamma, order, text_encoder))
 
 
-def model_panels(sd_model, prompt: str, gamma, order: str) -> list[tuple[str, "diagnostics.Image.Image"]]:
+def model_panels(sd_model, prompt: str, gamma, order: str, text_encoder: str) -> list[tuple[str, "diagnostics.Image.Image"]]:
     reason = unsupported_model(sd_model)
     if reason:
         raise gr.Error(f"T-SAM preview: {reason}")
-    targets = backend.TextTargets(sd_model, float(gamma), order)
+    targets = backend.TextTargets(sd_model, float(gamma), order, text_encoder, warn=lambda m: print(f"T-SAM preview: {m}"))
     texts = first_step_texts(prompt or "")
     targets.prepare(texts)
     if not any(chunk.n for text in texts for chunk in targets[text]):
@@ -42,11 +42,16 @@ def model_panels(sd_model, prompt: str, gamma, order: str) -> list[tuple[str, "d
         chunks = targets[text]
         for c, chunk in enumerate(chunks):
             where = (f"sub-prompt {k + 1}, " if len(texts) > 1 else "") + (f"chunk {c + 1}, " if len(chunks) > 1 else "")
-            title = f"T ({where}gamma {float(gamma):g}, {order} order)"
+            title = f"T ({where}{encoder_note(targets)}gamma {float(gamma):g}, {order} order)"
             out.append((title, diagnostics.heatmap(chunk.t, list(chunk.labels), title)))
     return out
 
 
-def preview(prompt: str, gamma, order: str):
+def encoder_note(targets) -> str:
+    """Which encoders T came from, when the model has a choice (SDXL)."""
+    return "" if len(targets.available(targets.sd_model)) < 2 else " + ".join(e.name for e in targets.encoders) + ", "
+
+
+def preview(prompt: str, gamma, order: str, text_encoder: str = "both"):
     """The panels, one under another: the picture the Preview button shows."""
-    return diagnostics.stack([image for _, image in panels(prompt, gamma, order)])
+    return diagnostics.stack([image for _, image in panels(prompt, gamma, order, text_encoder)])

@@ -5,7 +5,6 @@ and the names of a chunk's tokens."""
 from modules import prompt_parser, sd_samplers, shared
 
 from ..core.diagnostics import token_labels
-from ..core.guidance import CHUNK, ChunkTarget
 
 
 def labels(tokenizer, chunk, n: int) -> tuple[str, ...]:
@@ -16,20 +15,6 @@ def labels(tokenizer, chunk, n: int) -> tuple[str, ...]:
             if offset + k < n:
                 names[offset + k] = f"{embedding.name}[{k}]" if embedding.vectors > 1 else embedding.name
     return tuple(names)
-
-
-def chunk_targets(per_text: list[list], id_end: int, tokenizer, target) -> list[tuple[ChunkTarget, ...]]:
-    """The ChunkTargets of each text from its chunks (``per_text[i]``: text i's PromptChunks, in
-    order); ``target(k, n)`` is T [n, n] of the k-th chunk counted over all texts, n its tokens."""
-    out, k = [], 0
-    for chunks in per_text:
-        targets = []
-        for index, chunk in enumerate(chunks):
-            n = chunk.tokens.index(id_end, 1) - 1
-            targets.append(ChunkTarget(target(k, n), CHUNK * index, labels(tokenizer, chunk, n)))
-            k += 1
-        out.append(tuple(targets))
-    return out
 
 
 def schedules(p, hires: bool) -> list[list[list[list]]]:

@@ -50,14 +50,19 @@ def _legend(text: str, unit: str = ""):
     return format_value
 
 
+def _switch(text: str, name: str):
+    def format_value(p, opt, x):
+        return f"{text}: {'on' if coerce(name, x) else 'off'}"
+    return format_value
+
+
 def axes(xyz):
     """The axis options, built with the xyz module's own ``AxisOption``."""
     option = xyz.AxisOption
-    on_off = lambda p, opt, x: f"T-SAM: {'on' if coerce('enabled', x) else 'off'}"
     refinement = lambda p, opt, x: f"T-SAM refinement: {int(x) if int(x) > 0 else 'off'}"
     return [
-        option(f"{PREFIX} Enabled", str, _apply_enabled, format_value=on_off, choices=xyz.boolean_choice(reverse=True),
-               confirm=_confirm("enabled")),
+        option(f"{PREFIX} Enabled", str, _apply_enabled, format_value=_switch("T-SAM", "enabled"),
+               choices=xyz.boolean_choice(reverse=True), confirm=_confirm("enabled")),
         option(f"{PREFIX} Gamma", float, _apply("gamma"), format_value=_legend("T-SAM gamma"), confirm=_confirm("gamma")),
         option(f"{PREFIX} Alpha", float, _apply("alpha"), format_value=_legend("T-SAM alpha"), confirm=_confirm("alpha")),
         option(f"{PREFIX} Guided steps (%)", int, _apply("guided_steps"), format_value=_legend("T-SAM guided", "%"),
@@ -66,6 +71,11 @@ def axes(xyz):
                confirm=_confirm("refine_iterations", allow_zero=True)),
         option(f"{PREFIX} Loss", str, _apply("loss"), format_value=_legend("T-SAM loss"),
                choices=lambda: list(BY_NAME["loss"].choices), confirm=_confirm("loss")),
+        option(f"{PREFIX} Early stop", str, _apply("early_stop"), format_value=_switch("T-SAM early stop", "early_stop"),
+               choices=xyz.boolean_choice(reverse=True), confirm=_confirm("early_stop")),
+        option(f"{PREFIX} {BY_NAME['text_encoder'].label}", str, _apply("text_encoder"),
+               format_value=_legend("T-SAM text encoder"), choices=lambda: list(BY_NAME["text_encoder"].choices),
+               confirm=_confirm("text_encoder")),
     ]
 
 

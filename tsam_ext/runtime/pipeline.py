@@ -1,8 +1,11 @@
-"""Standalone txt2img for SD1.x through k-diffusion's real samplers, with or without T-SAM.
+"""Standalone txt2img for every family of ``models`` (SD 1.x, SD 2.x eps and v, SDXL) through
+k-diffusion's real samplers, with or without T-SAM.
 
 The explicit steps of a generation (as diffusers' pipelines lay them out): tokenize and encode,
 text targets, noise, sampler with a CFG denoiser that lets T-SAM move the latent on guided
-steps, decode. Used by ``python -m tsam_ext``, the benchmark, the evaluation and the tests.
+steps, decode. A family's conditioning is a tensor [B, 77k, D] or, for SDXL, a dict of them
+(``crossattn`` [B, 77k, D], ``vector`` [B, V]); the helpers below treat both alike. Used by
+``python -m tsam_ext``, the benchmark, the evaluation and the tests.
 """
 
 from dataclasses import dataclass, field
@@ -19,9 +22,9 @@ from ..core.schedule import Refinement, make_plan
 from ..core.settings import Settings
 from ..core.text_maps import text_target
 from ..core.zspace import unet_input_scale, unet_timestep
-from ..families.clip import clip_self_attention
+from ..families.encoders import chosen
 from . import kdiffusion
-from .sd1 import SD1, PromptChunk, prompt_chunks
+from .model import Diffusion, PromptChunk
 
 SAMPLERS = {  # A1111 label -> (k-diffusion function, schedule)
     "Euler a": ("sample_euler_ancestral", "default"), "Euler": ("sample_euler", "default"),
@@ -33,21 +36,43 @@ SAMPLERS = {  # A1111 label -> (k-diffusion function, schedule)
 }
 
 
-def text_rows(model: SD1, prompts: list[str], gamma: float, order: str) -> tuple[list[RowTarget], list[list[PromptChunk]]]:
-    """One row per prompt, each chunk with its T (row i belongs to image i)."""
+def text_rows(model: Diffusion, prompts: list[str], gamma: float, order: str,
+              text_encoder: str = "both") -> tuple[list[RowTarget], list[list[PromptChunk]]]:
+    """One row per prompt, each chunk with its T (row i belongs to image i); ``text_encoder``
+    picks the encoders of a two-encoder model (``families.encoders.chosen``)."""
+    names = chosen(model.text_encoders, text_encoder)
     rows, all_chunks = [], []
     for i, prompt in enumerate(prompts):
-        chunks = prompt_chunks(model.tokenizer, prompt)
-        att = clip_self_attention(model.text_model, torch.tensor([c.ids for c in chunks], device=model.device))
-        rows.append(RowTarget(i, tuple(ChunkTarget(text_target(att[k], c.n, gamma, order), CHUNK * k,
-                                                   token_labels(model.tokenizer, c.ids[1:c.n + 1]))
+        chunks = model.chunks(prompt)
+        att = model.self_attention(chunks)
+        rows.append(RowTarget(i, tuple(ChunkTarget(text_target([att[name][k] for name in names], c.n, gamma, order),
+                                                   CHUNK * k, token_labels(model.tokenizer, c.ids[1:c.n + 1]))
                                        for k, c in enumerate(chunks))))
         all_chunks.append(chunks)
     return rows, all_chunks
 
 
-def stack_conds(conds: list[torch.Tensor]) -> torch.Tensor:
-    """[B, 77k, D] from per-prompt [1, 77k_i, D], shorter ones padded with their last vector (as A1111)."""
+def map_cond(cond, fn):
+    """``fn`` applied to a cond tensor, or to each tensor of SDXL's dict."""
+    return {k: fn(v) for k, v in cond.items()} if isinstance(cond, dict) else fn(cond)
+
+
+def cat_conds(conds: list):
+    """Conds of several batches concatenated on the batch axis."""
+    if isinstance(conds[0], dict):
+        return {k: torch.cat([c[k] for c in conds]) for k in conds[0]}
+    return torch.cat(conds)
+
+
+def token_length(cond) -> int:
+    return (cond["crossattn"] if isinstance(cond, dict) else cond).shape[1]
+
+
+def stack_conds(conds: list):
+    """[B, 77k, D] (or SDXL's dict) from per-prompt conds [1, 77k_i, D], shorter ones padded with
+    their last vector (as A1111)."""
+    if isinstance(conds[0], dict):
+        return {"crossattn": stack_conds([c["crossattn"] for c in conds]), "vector": torch.cat([c["vector"] for c in conds])}
     length = max(c.shape[1] for c in conds)
     return torch.cat([torch.cat([c, c[:, -1:].expand(1, length - c.shape[1], -1)], dim=1) for c in conds])
 
@@ -55,7 +80,7 @@ def stack_conds(conds: list[torch.Tensor]) -> torch.Tensor:
 class CFGDenoiser(nn.Module):
     """Classifier-free guidance over k-diffusion's CompVis wrapper; T-SAM moves x first on guided steps."""
 
-    def __init__(self, model_wrap: nn.Module, cond: torch.Tensor, uncond: torch.Tensor, scale: float,
+    def __init__(self, model_wrap: nn.Module, cond, uncond, scale: float,
                  guided: GuidedPass | None = None, rows: list[RowTarget] | None = None):
         super().__init__()
         self.model_wrap, self.cond, self.uncond, self.scale = model_wrap, cond, uncond, scale
@@ -66,10 +91,14 @@ class CFGDenoiser(nn.Module):
             step = self.guided.begin_call()
             if step is not None:
                 t = unet_timestep(self.model_wrap, sigma)
-                run = lambda z, ids: self.model_wrap.inner_model.apply_model(z, t[[self.rows[i].image for i in ids]], self.cond[ids])
+
+                def run(z, ids):
+                    cond = map_cond(self.cond, lambda v: v[ids])
+                    return self.model_wrap.inner_model.apply_model(z, t[[self.rows[i].image for i in ids]], cond)
+
                 self.guided.guide(x, step, self.rows, run, unet_input_scale(self.model_wrap, sigma))
-        if self.cond.shape[1] == self.uncond.shape[1]:
-            out = self.model_wrap(torch.cat([x, x]), torch.cat([sigma, sigma]), cond=torch.cat([self.cond, self.uncond]))
+        if token_length(self.cond) == token_length(self.uncond):
+            out = self.model_wrap(torch.cat([x, x]), torch.cat([sigma, sigma]), cond=cat_conds([self.cond, self.uncond]))
             cond_out, uncond_out = out.chunk(2)
         else:
             cond_out = self.model_wrap(x, sigma, cond=self.cond)
@@ -90,31 +119,35 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...], device) -> torch.Ten
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(device)
 
 
-def generate(model: SD1, prompts: list[str], seeds: list[int], settings: Settings | None = None, *,
+def generate(model: Diffusion, prompts: list[str], seeds: list[int], settings: Settings | None = None, *,
              negative: str = "", steps: int = 20, cfg_scale: float = 7.5, width: int = 512, height: int = 512,
              sampler: str = "DPM++ 2M", decode: bool = True, keep_maps: bool = False, truncate: bool = True,
-             refinement: Refinement = Refinement(), log=print, make_pass=GuidedPass) -> Generation:
+             refinement: Refinement = Refinement(), log=print, make_pass=GuidedPass, progress: bool = False) -> Generation:
     """Generate one image per prompt (``seeds[i]`` for prompt i); T-SAM runs when ``settings.enabled``.
 
     ``make_pass`` builds the per-pass guidance state (``GuidedPass`` or a subclass with another
-    ``guide``, as the benchmark's reference-strategy baseline)."""
+    ``guide``, as the benchmark's reference-strategy baseline); ``progress`` shows the sampler's
+    progress bar."""
     sampling, external = kdiffusion.load()
     func_name, schedule = SAMPLERS[sampler]
-    model_wrap = external.CompVisDenoiser(model)
+    wrapper = external.CompVisVDenoiser if model.parameterization == "v" else external.CompVisDenoiser
+    model_wrap = wrapper(model)
     sigma_min, sigma_max = float(model_wrap.sigmas[0]), float(model_wrap.sigmas[-1])
     sigmas = {"default": lambda: model_wrap.get_sigmas(steps),
               "karras": lambda: sampling.get_sigmas_karras(steps, sigma_min, sigma_max),
               "exponential": lambda: sampling.get_sigmas_exponential(steps, sigma_min, sigma_max)}[schedule]().to(model.device)
 
-    chunks = [prompt_chunks(model.tokenizer, p) for p in prompts]
-    cond = stack_conds([model.encode(c) for c in chunks])
-    uncond = model.encode(prompt_chunks(model.tokenizer, negative)).expand(len(prompts), -1, -1)
+    size = (height, width)
+    chunks = [model.chunks(p) for p in prompts]
+    cond = stack_conds([model.conditioning(c, size) for c in chunks])
+    uncond = map_cond(model.conditioning(model.chunks(negative), size, negative=True),
+                      lambda v: v.expand(len(prompts), *v.shape[1:]))
     guided, rows = None, []
     if settings is not None and settings.enabled:
-        rows, _ = text_rows(model, prompts, settings.gamma, settings.gamma_order)
+        rows, _ = text_rows(model, prompts, settings.gamma, settings.target_order, settings.text_encoder)
         plan = make_plan(step_count(func_name, {"sigmas": sigmas}, steps), settings.alpha, settings.guided_fraction,
                          Refinement(settings.refine_iterations, refinement.extra, refinement.tolerance,
-                                    refinement.patience) if settings.refine else None)
+                                    refinement.patience, early_stop=settings.early_stop) if settings.refine else None)
         guided = make_pass(plan, profile_for(func_name), Recorder(model.unet), loss=settings.loss,
                            smooth=settings.smoothing, truncate=truncate, keep_maps=keep_maps, log=log)
     denoiser = CFGDenoiser(model_wrap, cond, uncond, cfg_scale, guided, rows)
@@ -126,7 +159,7 @@ def generate(model: SD1, prompts: list[str], seeds: list[int], settings: Setting
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(seeds[0])  # ancestral samplers' noise
-            latents = getattr(sampling, func_name)(denoiser, x, sigmas, disable=True,
+            latents = getattr(sampling, func_name)(denoiser, x, sigmas, disable=not progress,
                                                    callback=guided.end_step if guided else None, **kwargs)
     finally:
         sampling.torch = hijacked

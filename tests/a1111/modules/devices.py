@@ -24,6 +24,10 @@ def cond_cast_unet(t):
     return t.to(dtype_unet)
 
 
+def cond_cast_float(t):
+    return t.float() if unet_needs_upcast else t
+
+
 def torch_gc():
     global gc_calls
     gc_calls += 1

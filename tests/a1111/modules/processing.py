@@ -24,8 +24,10 @@ class StableDiffusionProcessing:
 
     def __init__(self, prompt="", negative_prompt="", seed=-1, sampler_name="Euler a", scheduler=None, batch_size=1,
                  n_iter=1, steps=20, cfg_scale=7.0, width=512, height=512, eta=None, denoising_strength=0.0,
-                 script_args=None, scripts_runner=None, do_not_save_samples=True, override_settings=None):
+                 script_args=None, scripts_runner=None, do_not_save_samples=True, override_settings=None,
+                 refiner_checkpoint_info=None, refiner_switch_at=None):
         self.prompt, self.negative_prompt, self.seed = prompt, negative_prompt, seed
+        self.refiner_checkpoint_info, self.refiner_switch_at = refiner_checkpoint_info, refiner_switch_at
         self.sampler_name, self.scheduler = sampler_name, scheduler
         self.batch_size, self.n_iter, self.steps, self.cfg_scale = batch_size, n_iter, steps, cfg_scale
         self.width, self.height, self.eta, self.denoising_strength = width, height, eta, denoising_strength
@@ -48,7 +50,7 @@ class StableDiffusionProcessing:
 
     def cached_params(self, prompts, steps, hires_steps=None):
         return (tuple(prompts), steps, hires_steps, opts.use_old_scheduling, opts.CLIP_stop_at_last_layers,
-                id(shared.sd_model), self.width, self.height, opts.emphasis)
+                shared.sd_model.sd_checkpoint_info, self.width, self.height, opts.emphasis)
 
     def get_conds_with_caching(self, function, required_prompts, steps, caches, hires_steps=None):
         params = self.cached_params(required_prompts, steps, hires_steps)
@@ -70,6 +72,9 @@ class StableDiffusionProcessing:
         self.firstpass_steps = total_steps
         self.uc = self.get_conds_with_caching(prompt_parser.get_learned_conditioning, negative, total_steps, [self.cached_uc])
         self.c = self.get_conds_with_caching(prompt_parser.get_multicond_learned_conditioning, prompts, total_steps, [self.cached_c])
+
+    def get_conds(self):
+        return self.c, self.uc
 
     def txt2img_image_conditioning(self, x):
         return x.new_zeros(x.shape[0], 5, 1, 1, dtype=x.dtype, device=x.device)
@@ -107,8 +112,17 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
                                                 [self.cached_hr_c, self.cached_c], total_steps)
 
     def setup_conds(self):
+        if self.is_hr_pass:  # called by the refiner switch during the hires pass
+            self.hr_c = None
+            self.calculate_hr_conds()
+            return
         super().setup_conds()
         self.hr_c = self.hr_uc = None
+
+    def get_conds(self):
+        if self.is_hr_pass:
+            return self.hr_c, self.hr_uc
+        return super().get_conds()
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)

@@ -162,7 +162,8 @@ def get_learned_conditioning(model, prompts, steps, hires_steps=None, use_old_sc
             res.append(cache[prompt])
             continue
         conds = model.get_learned_conditioning(SdConditioning([t for _, t in prompt_schedule], copy_from=prompts))
-        cache[prompt] = [ScheduledPromptConditioning(end, conds[i]) for i, (end, _) in enumerate(prompt_schedule)]
+        cache[prompt] = [ScheduledPromptConditioning(end, {k: v[i] for k, v in conds.items()} if isinstance(conds, dict) else conds[i])
+                         for i, (end, _) in enumerate(prompt_schedule)]
         res.append(cache[prompt])
     return res
 
@@ -213,11 +214,31 @@ def _target_index(schedules, current_step):
     return next((i for i, entry in enumerate(schedules) if current_step <= entry.end_at_step), 0)
 
 
+class DictWithShape(dict):
+    """SDXL's conds: a dict whose ``shape`` is its crossattn's."""
+
+    def __init__(self, x, shape=None):
+        super().__init__()
+        self.update(x)
+
+    @property
+    def shape(self):
+        return self["crossattn"].shape
+
+
 def reconstruct_cond_batch(c, current_step):
     param = c[0][0].cond
-    res = torch.zeros((len(c),) + param.shape, device=param.device, dtype=param.dtype)
+    if isinstance(param, dict):
+        res = DictWithShape({k: torch.zeros((len(c),) + v.shape, device=v.device, dtype=v.dtype) for k, v in param.items()})
+    else:
+        res = torch.zeros((len(c),) + param.shape, device=param.device, dtype=param.dtype)
     for i, schedule in enumerate(c):
-        res[i] = schedule[_target_index(schedule, current_step)].cond
+        cond = schedule[_target_index(schedule, current_step)].cond
+        if isinstance(param, dict):
+            for k, v in cond.items():
+                res[k][i] = v
+        else:
+            res[i] = cond
     return res
 
 
@@ -236,6 +257,9 @@ def reconstruct_multicond_batch(c, current_step):
             conds_for_batch.append((len(tensors), composable.weight))
             tensors.append(composable.schedules[_target_index(composable.schedules, current_step)].cond)
         conds_list.append(conds_for_batch)
+    if isinstance(tensors[0], dict):
+        stacked = {k: stack_conds([x[k] for x in tensors]) for k in tensors[0]}
+        return conds_list, DictWithShape(stacked)
     return conds_list, stack_conds(tensors).to(device=param.device, dtype=param.dtype)
 
 

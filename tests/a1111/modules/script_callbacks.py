@@ -1,7 +1,10 @@
-"""Mirrors modules/script_callbacks.py: registration lists, and the CFG denoiser callbacks with
-their parameter objects."""
+"""Mirrors modules/script_callbacks.py: registration lists, the CFG denoiser callbacks with
+their parameter objects, and ``infotext_pasted_callback`` (each callback may edit the parsed
+parameters; one that raises is reported and the paste goes on)."""
 
 from collections import defaultdict
+
+from modules import errors
 
 callback_map = defaultdict(list)
 
@@ -46,6 +49,14 @@ class CFGDenoisedParams:
 class AfterCFGCallbackParams:
     def __init__(self, x, sampling_step, total_sampling_steps):
         self.x, self.sampling_step, self.total_sampling_steps = x, sampling_step, total_sampling_steps
+
+
+def infotext_pasted_callback(infotext, params):
+    for callback in callback_map["infotext_pasted"]:
+        try:
+            callback(infotext, params)
+        except Exception:
+            errors.report(f"Error executing callback {callback} for infotext_pasted", exc_info=True)
 
 
 def cfg_denoiser_callback(params):

@@ -1,7 +1,9 @@
 """Mirrors modules/sd_hijack_optimizations.py: each optimisation replaces
 ``ldm.modules.attention.CrossAttention.forward`` at class level (``apply``) with its own kernel,
 and none but the plain one ever holds the attention probabilities. Same maths as upstream's
-functions, written for CPU torch (xformers' kernel is stood in by torch's fused attention)."""
+functions, written for CPU torch (xformers' kernel is stood in by torch's fused attention).
+As upstream, every kernel first passes the context through the loaded hypernetworks
+(``hypernetwork.apply_hypernetworks``): k and v read their own transformed contexts."""
 
 
 import torch
@@ -10,24 +12,25 @@ from ldm.modules.attention import CrossAttention
 from torch import einsum
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from modules import shared
+from modules.hypernetworks import hypernetwork
+
 ORIGINAL = CrossAttention.forward
 
 
+def _contexts(self, x, context):
+    """(k context, v context): the hypernetworks' transform, which every upstream kernel applies."""
+    return hypernetwork.apply_hypernetworks(shared.loaded_hypernetworks, x if context is None else context)
+
+
 def _qkv(self, x, context):
-    context = x if context is None else context
-    q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+    context_k, context_v = _contexts(self, x, context)
+    q, k, v = self.to_q(x), self.to_k(context_k), self.to_v(context_v)
     return (rearrange(t, "b n (h d) -> (b h) n d", h=self.heads) for t in (q, k, v))
 
 
 def _out(self, r, b):
     return self.to_out(rearrange(r, "(b h) n d -> b n (h d)", b=b))
-
-
-def plain_forward(self, x, context=None, mask=None, **kwargs):
-    """hypernetwork.attention_CrossAttention_forward ("None" / after undo): einsum + softmax."""
-    q, k, v = _qkv(self, x, context)
-    sim = einsum("b i d, b j d -> b i j", q, k) * self.scale
-    return _out(self, einsum("b i j, b j d -> b i d", sim.softmax(dim=-1), v), x.shape[0])
 
 
 def split_forward(self, x, context=None, mask=None, slice_size=512, **kwargs):
@@ -64,9 +67,10 @@ def sub_quad_forward(self, x, context=None, mask=None, q_chunk=256, kv_chunk=32,
 
 
 def _sdpa(self, x, context, backends):
-    context = x if context is None else context
+    context_k, context_v = _contexts(self, x, context)
     b, h = x.shape[0], self.heads
-    q, k, v = (t.view(b, -1, h, t.shape[-1] // h).transpose(1, 2) for t in (self.to_q(x), self.to_k(context), self.to_v(context)))
+    q, k, v = (t.view(b, -1, h, t.shape[-1] // h).transpose(1, 2)
+               for t in (self.to_q(x), self.to_k(context_k), self.to_v(context_v)))
     with sdpa_kernel(backends):
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     return self.to_out(out.transpose(1, 2).reshape(b, -1, h * q.shape[-1]))
@@ -82,7 +86,8 @@ def sdp_no_mem_forward(self, x, context=None, mask=None, **kwargs):
 
 OPTIMIZERS = {  # name -> CrossAttention.forward it installs
     "xformers": sdp_forward, "Doggettx": split_forward, "sdp-no-mem": sdp_no_mem_forward, "sdp": sdp_forward,
-    "sub-quadratic": sub_quad_forward, "V1": split_forward, "InvokeAI": split_forward, "None": plain_forward,
+    "sub-quadratic": sub_quad_forward, "V1": split_forward, "InvokeAI": split_forward,
+    "None": hypernetwork.attention_CrossAttention_forward,
 }
 
 

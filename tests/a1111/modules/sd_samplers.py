@@ -1,8 +1,9 @@
 """Mirrors modules/sd_samplers.py: the sampler registry, ``find_sampler_config``, ``create_sampler``."""
 
-from modules import sd_samplers_kdiffusion, sd_samplers_timesteps
+from modules import sd_samplers_kdiffusion, sd_samplers_lcm, sd_samplers_timesteps
 
-all_samplers = [*sd_samplers_kdiffusion.samplers_data_k_diffusion, *sd_samplers_timesteps.samplers_data_timesteps]
+all_samplers = [*sd_samplers_kdiffusion.samplers_data_k_diffusion, *sd_samplers_timesteps.samplers_data_timesteps,
+                *sd_samplers_lcm.samplers_data_lcm]
 all_samplers_map = {x.name: x for x in all_samplers}
 
 

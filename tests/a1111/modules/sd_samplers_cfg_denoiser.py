@@ -1,7 +1,9 @@
 """Mirrors modules/sd_samplers_cfg_denoiser.py ``CFGDenoiser``: the forward every sampler calls
-as ``model(x, sigma, **extra_args)`` (same data flow: reconstruct conds at ``self.step``, x_in
-copies per AND sub-prompt + uncond, denoiser callback, one batched UNet call or separate calls
-for different token lengths, CFG combination, ``step += 1``)."""
+as ``model(x, sigma, **extra_args)`` (same data flow: the refiner switch, reconstruct conds at
+``self.step``, x_in copies per AND sub-prompt + uncond, denoiser callback, one batched UNet call
+or separate calls for different token lengths, CFG combination, ``step += 1``), with SDXL's
+dict conds (``catenate_conds``, ``subscript_cond``, ``make_condition_dict`` spreading the dict)
+and ``update_inner_model``."""
 
 import torch
 
@@ -9,6 +11,18 @@ from modules import prompt_parser, sd_samplers_common
 from modules.script_callbacks import (AfterCFGCallbackParams, CFGDenoisedParams, CFGDenoiserParams,
                                       cfg_after_cfg_callback, cfg_denoised_callback, cfg_denoiser_callback)
 from modules.shared import opts, state
+
+
+def catenate_conds(conds):
+    if not isinstance(conds[0], dict):
+        return torch.cat(conds)
+    return {key: torch.cat([x[key] for x in conds]) for key in conds[0].keys()}
+
+
+def subscript_cond(cond, a, b):
+    if not isinstance(cond, dict):
+        return cond[a:b]
+    return {key: vec[a:b] for key, vec in cond.items()}
 
 
 class CFGDenoiser(torch.nn.Module):
@@ -41,9 +55,18 @@ class CFGDenoiser(torch.nn.Module):
     def get_pred_x0(self, x_in, x_out, sigma):
         return x_out
 
+    def update_inner_model(self):
+        self.model_wrap = None
+        c, uc = self.p.get_conds()
+        self.sampler.sampler_extra_args["cond"] = c
+        self.sampler.sampler_extra_args["uncond"] = uc
+
     def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
         if state.interrupted or state.skipped:
             raise sd_samplers_common.InterruptedException
+        if sd_samplers_common.apply_refiner(self, sigma):
+            cond = self.sampler.sampler_extra_args["cond"]
+            uncond = self.sampler.sampler_extra_args["uncond"]
         conds_list, tensor = prompt_parser.reconstruct_multicond_batch(cond, self.step)
         uncond = prompt_parser.reconstruct_cond_batch(uncond, self.step)
 
@@ -52,7 +75,10 @@ class CFGDenoiser(torch.nn.Module):
 
         batch_size = len(conds_list)
         repeats = [len(conds_list[i]) for i in range(batch_size)]
-        make_condition_dict = lambda c_crossattn, c_concat: {"c_crossattn": [c_crossattn], "c_concat": [c_concat]}
+        if isinstance(uncond, dict):
+            make_condition_dict = lambda c_crossattn, c_concat: {**c_crossattn, "c_concat": [c_concat]}
+        else:
+            make_condition_dict = lambda c_crossattn, c_concat: {"c_crossattn": [c_crossattn], "c_concat": [c_concat]}
         x_in = torch.cat([torch.stack([x[i] for _ in range(n)]) for i, n in enumerate(repeats)] + [x])
         sigma_in = torch.cat([torch.stack([sigma[i] for _ in range(n)]) for i, n in enumerate(repeats)] + [sigma])
         image_cond_in = torch.cat([torch.stack([image_cond[i] for _ in range(n)]) for i, n in enumerate(repeats)] + [image_cond])
@@ -63,20 +89,20 @@ class CFGDenoiser(torch.nn.Module):
         tensor, uncond = params.text_cond, params.text_uncond
 
         if tensor.shape[1] == uncond.shape[1]:
-            cond_in = torch.cat([tensor, uncond])
+            cond_in = catenate_conds([tensor, uncond])
             if opts.batch_cond_uncond:
                 x_out = self.inner_model(x_in, sigma_in, cond=make_condition_dict(cond_in, image_cond_in))
             else:
                 x_out = torch.zeros_like(x_in)
                 for a in range(0, x_out.shape[0], batch_size):
                     b = a + batch_size
-                    x_out[a:b] = self.inner_model(x_in[a:b], sigma_in[a:b], cond=make_condition_dict(cond_in[a:b], image_cond_in[a:b]))
+                    x_out[a:b] = self.inner_model(x_in[a:b], sigma_in[a:b], cond=make_condition_dict(subscript_cond(cond_in, a, b), image_cond_in[a:b]))
         else:
             x_out = torch.zeros_like(x_in)
             step = batch_size * 2 if opts.batch_cond_uncond else batch_size
             for a in range(0, tensor.shape[0], step):
                 b = min(a + step, tensor.shape[0])
-                x_out[a:b] = self.inner_model(x_in[a:b], sigma_in[a:b], cond=make_condition_dict(tensor[a:b], image_cond_in[a:b]))
+                x_out[a:b] = self.inner_model(x_in[a:b], sigma_in[a:b], cond=make_condition_dict(subscript_cond(tensor, a, b), image_cond_in[a:b]))
             x_out[-uncond.shape[0]:] = self.inner_model(x_in[-uncond.shape[0]:], sigma_in[-uncond.shape[0]:],
                                                         cond=make_condition_dict(uncond, image_cond_in[-uncond.shape[0]:]))
 

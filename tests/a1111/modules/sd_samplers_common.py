@@ -1,6 +1,7 @@
 """Mirrors modules/sd_samplers_common.py: ``SamplerData``, ``Sampler`` (initialize,
 launch_sampling, callback_state), ``InterruptedException``, ``setup_img2img_steps``,
-``TorchHijack`` (the seeded noise of ancestral samplers)."""
+``apply_refiner`` (the mid-sampling switch to a refiner checkpoint), ``TorchHijack`` (the seeded
+noise of ancestral samplers)."""
 
 import inspect
 from collections import namedtuple
@@ -8,7 +9,7 @@ from collections import namedtuple
 import k_diffusion.sampling
 import torch
 
-from modules import shared
+from modules import devices, sd_models, shared
 from modules.shared import opts, state
 
 SamplerDataTuple = namedtuple("SamplerData", ["name", "constructor", "aliases", "options"])
@@ -24,7 +25,7 @@ class InterruptedException(BaseException):
 
 
 def setup_img2img_steps(p, steps=None):
-    if opts.data.get("img2img_fix_steps", False) or steps is not None:
+    if opts.img2img_fix_steps or steps is not None:
         requested = steps or p.steps
         steps = int(requested / min(p.denoising_strength, 0.999)) if p.denoising_strength > 0 else 0
         t_enc = requested - 1
@@ -35,7 +36,40 @@ def setup_img2img_steps(p, steps=None):
 
 
 def apply_refiner(cfg_denoiser, sigma=None):
-    return False
+    """Switch to the refiner once sampling has done ``refiner_switch_at`` of its work (by sigma
+    unless ``refiner_switch_by_sample_steps``): load its weights, recompute the conds with it and
+    drop the denoiser's inner model. True when it switched at this call."""
+    if opts.refiner_switch_by_sample_steps or sigma is None:
+        completed_ratio = cfg_denoiser.step / cfg_denoiser.total_steps
+        cfg_denoiser.p.extra_generation_params["Refiner switch by sampling steps"] = True
+    else:
+        try:
+            timestep = torch.argmin(torch.abs(cfg_denoiser.inner_model.sigmas.to(sigma.device) - torch.max(sigma)))
+        except AttributeError:  # timesteps samplers: sigma is the timestep
+            timestep = torch.max(sigma).to(dtype=int)
+        completed_ratio = (999 - timestep) / 1000
+    refiner_switch_at = cfg_denoiser.p.refiner_switch_at
+    refiner_checkpoint_info = cfg_denoiser.p.refiner_checkpoint_info
+    if refiner_switch_at is not None and completed_ratio < refiner_switch_at:
+        return False
+    if refiner_checkpoint_info is None or shared.sd_model.sd_checkpoint_info == refiner_checkpoint_info:
+        return False
+    if getattr(cfg_denoiser.p, "enable_hr", False):
+        is_second_pass = cfg_denoiser.p.is_hr_pass
+        if opts.hires_fix_refiner_pass == "first pass" and is_second_pass:
+            return False
+        if opts.hires_fix_refiner_pass == "second pass" and not is_second_pass:
+            return False
+        if opts.hires_fix_refiner_pass != "second pass":
+            cfg_denoiser.p.extra_generation_params["Hires refiner"] = opts.hires_fix_refiner_pass
+    cfg_denoiser.p.extra_generation_params["Refiner"] = refiner_checkpoint_info.short_title
+    cfg_denoiser.p.extra_generation_params["Refiner switch at"] = refiner_switch_at
+    with sd_models.SkipWritingToConfig():
+        sd_models.reload_model_weights(info=refiner_checkpoint_info)
+    devices.torch_gc()
+    cfg_denoiser.p.setup_conds()
+    cfg_denoiser.update_inner_model()
+    return True
 
 
 def store_latent(decoded):

@@ -1,6 +1,6 @@
 """Mirrors modules/sd_samplers_kdiffusion.py: the sampler table (labels, k-diffusion functions,
 options), ``CFGDenoiserKDiffusion`` (inner model = k-diffusion's ``CompVisDenoiser``) and
-``KDiffusionSampler`` (get_sigmas with schedule types, sample, sample_img2img)."""
+``KDiffusionSampler`` (get_sigmas with the schedule types of sd_schedulers, sample, sample_img2img)."""
 
 import inspect
 
@@ -8,7 +8,7 @@ import k_diffusion.external
 import k_diffusion.sampling
 import torch
 
-from modules import sd_samplers_cfg_denoiser, sd_samplers_common, sd_samplers_extra, shared
+from modules import sd_samplers_cfg_denoiser, sd_samplers_common, sd_samplers_extra, sd_schedulers, shared
 from modules.shared import opts
 
 samplers_k_diffusion = [
@@ -40,12 +40,6 @@ sampler_extra_params = {
     "sample_dpm_2": ["s_churn", "s_tmin", "s_tmax", "s_noise"],
 }
 
-SCHEDULES = {  # modules/sd_schedulers.py, the ones with a k-diffusion function
-    "karras": k_diffusion.sampling.get_sigmas_karras,
-    "exponential": k_diffusion.sampling.get_sigmas_exponential,
-    "polyexponential": k_diffusion.sampling.get_sigmas_polyexponential,
-}
-
 
 class CFGDenoiserKDiffusion(sd_samplers_cfg_denoiser.CFGDenoiser):
     @property
@@ -67,15 +61,31 @@ class KDiffusionSampler(sd_samplers_common.Sampler):
 
     def get_sigmas(self, p, steps):
         discard = self.config is not None and self.config.options.get("discard_next_to_last_sigma", False)
+        if opts.always_discard_next_to_last_sigma and not discard:
+            discard = True
+            p.extra_generation_params["Discard penultimate sigma"] = True
         steps += 1 if discard else 0
         name = (p.hr_scheduler if p.is_hr_pass else p.scheduler) or "Automatic"
         if name == "Automatic":
             name = self.config.options.get("scheduler", None)
-        sigma_min, sigma_max = self.model_wrap.sigmas[0].item(), self.model_wrap.sigmas[-1].item()
-        if name in SCHEDULES:
-            sigmas = SCHEDULES[name](n=steps, sigma_min=sigma_min, sigma_max=sigma_max, device="cpu")
-        else:  # Automatic without a preference, "Uniform"
+        scheduler = sd_schedulers.schedulers_map.get(name)
+        m_sigma_min, m_sigma_max = self.model_wrap.sigmas[0].item(), self.model_wrap.sigmas[-1].item()
+        sigma_min, sigma_max = (0.1, 10) if opts.use_old_karras_scheduler_sigmas else (m_sigma_min, m_sigma_max)
+        if getattr(p, "sampler_noise_scheduler_override", None):
+            sigmas = p.sampler_noise_scheduler_override(steps)
+        elif scheduler is None or scheduler.function is None:
             sigmas = self.model_wrap.get_sigmas(steps)
+        else:
+            kwargs = {"sigma_min": sigma_min, "sigma_max": sigma_max}
+            if opts.sigma_min != 0 and opts.sigma_min != m_sigma_min:
+                kwargs["sigma_min"] = opts.sigma_min
+            if opts.sigma_max != 0 and opts.sigma_max != m_sigma_max:
+                kwargs["sigma_max"] = opts.sigma_max
+            if scheduler.default_rho != -1 and opts.rho != 0 and opts.rho != scheduler.default_rho:
+                kwargs["rho"] = opts.rho
+            if scheduler.need_inner_model:
+                kwargs["inner_model"] = self.model_wrap
+            sigmas = scheduler.function(n=steps, **kwargs, device="cpu")
         if discard:
             sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
         return sigmas.cpu()

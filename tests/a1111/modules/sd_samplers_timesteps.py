@@ -1,5 +1,5 @@
 """Mirrors modules/sd_samplers_timesteps.py: DDIM / PLMS / UniPC samplers whose denoiser passes
-x straight to the UNet with an integer timestep as "sigma"."""
+x straight to the UNet with an integer timestep as "sigma" (v-prediction models: converted to eps)."""
 
 import inspect
 
@@ -10,6 +10,7 @@ from modules.sd_samplers_cfg_denoiser import CFGDenoiser
 
 samplers_timesteps = [
     ("DDIM", sd_samplers_timesteps_impl.ddim, ["ddim"], {}),
+    ("DDIM CFG++", sd_samplers_timesteps_impl.ddim_cfgpp, ["ddim_cfgpp"], {}),
     ("PLMS", sd_samplers_timesteps_impl.plms, ["plms"], {}),
     ("UniPC", sd_samplers_timesteps_impl.unipc, ["unipc"], {}),
 ]
@@ -29,6 +30,21 @@ class CompVisTimestepsDenoiser(torch.nn.Module):
         return self.inner_model.apply_model(input, timesteps, **kwargs)
 
 
+class CompVisTimestepsVDenoiser(torch.nn.Module):
+    """A v-prediction model's output turned into eps: sqrt(a_t) v + sqrt(1 - a_t) x_t."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner_model = model
+
+    def predict_eps_from_z_and_v(self, x_t, t, v):
+        a = self.inner_model.alphas_cumprod[t.to(torch.int), None, None, None]
+        return torch.sqrt(a) * v + torch.sqrt(1 - a) * x_t
+
+    def forward(self, input, timesteps, **kwargs):
+        return self.predict_eps_from_z_and_v(input, timesteps, self.inner_model.apply_model(input, timesteps, **kwargs))
+
+
 class CFGDenoiserTimesteps(CFGDenoiser):
     def __init__(self, sampler):
         super().__init__(sampler)
@@ -42,7 +58,8 @@ class CFGDenoiserTimesteps(CFGDenoiser):
     @property
     def inner_model(self):
         if self.model_wrap is None:
-            self.model_wrap = CompVisTimestepsDenoiser(shared.sd_model)
+            denoiser = CompVisTimestepsVDenoiser if shared.sd_model.parameterization == "v" else CompVisTimestepsDenoiser
+            self.model_wrap = denoiser(shared.sd_model)
         return self.model_wrap
 
 
@@ -54,6 +71,11 @@ class CompVisSampler(sd_samplers_common.Sampler):
         self.model_wrap = self.model_wrap_cfg.inner_model
 
     def get_timesteps(self, p, steps):
+        discard = self.config is not None and self.config.options.get("discard_next_to_last_sigma", False)
+        if shared.opts.always_discard_next_to_last_sigma and not discard:
+            discard = True
+            p.extra_generation_params["Discard penultimate sigma"] = True
+        steps += 1 if discard else 0
         return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps)), device=devices.device) + 1, 0, 999)
 
     def _run(self, p, steps, x, conditioning, unconditional_conditioning, image_conditioning, timesteps, img2img):

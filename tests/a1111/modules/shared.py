@@ -68,11 +68,17 @@ opts = Options({
     "pad_cond_uncond_v0": False, "live_preview_content": "Prompt", "enable_quantization": False,
     "persistent_cond_cache": True, "eta_ddim": 0.0, "eta_ancestral": 1.0, "s_churn": 0.0, "s_tmin": 0.0,
     "s_tmax": 0.0, "s_noise": 1.0, "always_discard_next_to_last_sigma": False, "sgm_noise_multiplier": False,
-    "use_old_karras_scheduler_sigmas": False, "sigma_min": 0.0, "sigma_max": 0.0, "rho": 0.0,
-    "img2img_extra_noise": 0.0, "samples_format": "png", "textual_inversion_add_hashes_to_infotext": False, "hires_fix_use_firstpass_conds": False,
+    "use_old_karras_scheduler_sigmas": False, "sigma_min": 0.0, "sigma_max": 0.0, "rho": 0.0, "beta_dist_alpha": 0.6, "beta_dist_beta": 0.6,
+    "img2img_extra_noise": 0.0, "img2img_fix_steps": False, "uni_pc_variant": "bh1", "uni_pc_skip_type": "time_uniform",
+    "uni_pc_order": 3, "uni_pc_lower_order_final": True, "samples_format": "png", "textual_inversion_add_hashes_to_infotext": False, "hires_fix_use_firstpass_conds": False,
+    "send_seed": True,
+    "sdxl_clip_l_skip": False, "sdxl_crop_top": 0, "sdxl_crop_left": 0, "sdxl_refiner_low_aesthetic_score": 2.5,
+    "sdxl_refiner_high_aesthetic_score": 6.0, "use_old_emphasis_implementation": False,
+    "refiner_switch_by_sample_steps": False, "hires_fix_refiner_pass": "second pass",
 })
 state = State()
-cmd_opts = types.SimpleNamespace(lowvram=False, medvram=False, no_half=True, disable_nan_check=False)
+cmd_opts = types.SimpleNamespace(lowvram=False, medvram=False, medvram_sdxl=False, no_half=True, disable_nan_check=False)
 sd_model = None
+loaded_hypernetworks = []  # hypernetwork.Hypernetwork objects, as load_hypernetworks fills it
 device = None
 total_tqdm = types.SimpleNamespace(update=lambda *a, **k: None)

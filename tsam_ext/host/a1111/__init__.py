@@ -4,14 +4,19 @@ its samplers (the names ``host.backend`` documents)."""
 from modules import sd_unet, shared
 
 from .sampling import SamplingPass
-from .text import TextTargets
+from .text import TextTargets, encoders
 
-__all__ = ["SamplingPass", "TextTargets", "unet", "unsupported", "with_model"]
+__all__ = ["SamplingPass", "TextTargets", "encoders", "transformer_kind", "unet", "unsupported", "with_model"]
+
+
+def transformer_kind(sd_model) -> str | None:
+    """"SD3" or "Flux" for those diffusion transformers (A1111 1.10 loads SD3), else None."""
+    return next((kind for flag, kind in (("is_sd3", "SD3"), ("is_flux", "Flux")) if getattr(sd_model, flag, False)), None)
 
 
 def unet(sd_model):
-    """ldm's / sgm's UNetModel inside the checkpoint's LatentDiffusion."""
-    return sd_model.model.diffusion_model
+    """ldm's / sgm's UNetModel inside the checkpoint's LatentDiffusion, or None."""
+    return getattr(getattr(sd_model, "model", None), "diffusion_model", None)
 
 
 def unsupported(p) -> str | None:

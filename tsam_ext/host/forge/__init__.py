@@ -1,29 +1,30 @@
 """The Forge 2.x backend (lllyasviel/stable-diffusion-webui-forge, tested at main dfdcbab6): text
-targets from Forge's text engines and the steering of its samplers through its own UNet (the
-names ``host.backend`` documents)."""
+targets from Forge's text engines and the steering of its samplers through its own UNet, for
+SD 1.x, SD 2.x and SDXL (the names ``host.backend`` documents)."""
 
 from modules import sd_models
 from modules_forge import main_thread
 
-from ...core.recorder import UnsupportedUNet
 from .sampling import SamplingPass
-from .text import TextTargets
+from .text import TextTargets, encoders
 
-__all__ = ["SamplingPass", "TextTargets", "unet", "unsupported", "with_model"]
+__all__ = ["SamplingPass", "TextTargets", "encoders", "transformer_kind", "unet", "unsupported", "with_model"]
 
-SUPPORTED = ("is_sd1",)  # SD 2.x and SDXL follow when their text targets are read from Forge's engines
+UNET_FAMILIES = ("is_sd1", "is_sd2", "is_sdxl")  # Forge's flags of the engines with a UNet (base.py)
+
+
+def transformer_kind(sd_model) -> str | None:
+    """The name of a checkpoint without a UNet: SD3 (``is_sd3``), or the engine class (Flux,
+    Chroma: Forge sets no flag for them), else None."""
+    if any(getattr(sd_model, flag, False) for flag in UNET_FAMILIES):
+        return None
+    return "SD3" if getattr(sd_model, "is_sd3", False) else type(sd_model).__name__
 
 
 def unet(sd_model):
-    """The UNet Forge samples with (``forge_objects.unet``'s model); SD3, Flux and Chroma have none."""
-    if not any(getattr(sd_model, flag, False) for flag in SUPPORTED):
-        if getattr(sd_model, "is_sdxl", False) or getattr(sd_model, "is_sd2", False):
-            kind = "SDXL" if sd_model.is_sdxl else "SD 2.x"
-            raise UnsupportedUNet(f"{kind} is not supported in Forge yet (T-SAM guides SD 1.x checkpoints here)")
-        kind = "SD3" if getattr(sd_model, "is_sd3", False) else type(sd_model).__name__
-        raise UnsupportedUNet(f"{kind} has no UNet cross-attention for T-SAM to guide (its transformer attends to "
-                              "text and image jointly); T-SAM guides SD 1.x checkpoints")
-    return sd_model.forge_objects.unet.model.diffusion_model
+    """The UNet Forge samples with (``forge_objects.unet``'s model), or None."""
+    return getattr(getattr(getattr(getattr(sd_model, "forge_objects", None), "unet", None), "model", None),
+                   "diffusion_model", None)
 
 
 def unsupported(p) -> str | None:

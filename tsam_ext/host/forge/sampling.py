@@ -1,7 +1,7 @@
 """How Forge runs the UNet for a guidance pass.
 
 Forge's CFG denoiser no longer calls a k-diffusion model wrapper: ``sampling_function`` batches
-[uncond, cond] itself and calls ``KModel.apply_model(x, sigma, c_crossattn=...)`` of
+[uncond, cond] itself and calls ``KModel.apply_model(x, sigma, c_crossattn=..[, y=..])`` of
 ``sd_model.forge_objects.unet`` (backend/modules/k_model.py), which feeds the UNet
 z = predictor.calculate_input(sigma, x). The guidance pass calls the same ``apply_model`` on the
 cond rows only (so neither the batch order nor CFG 1's skipped uncond matters), with the
@@ -19,7 +19,7 @@ import torch
 from backend.sampling.sampling_function import compute_cond_indices, compute_cond_mark
 
 from ...core.recorder import Recorder
-from .. import passes
+from .. import sampling_pass
 from .autograd import trainable
 
 COND = 0  # Forge's mark of a conditional row (sampling_function.py: COND = 0, UNCOND = 1)
@@ -48,13 +48,22 @@ def transformer_options(patcher, sigmas: torch.Tensor) -> dict:
     return options
 
 
-class SamplingPass(passes.SamplingPass):
+def unet_conds(cond, ids: list[int]) -> dict:
+    """The text conds of rows ``ids`` as ``KModel.apply_model`` takes them (backend/sampling/
+    condition.py): SD 1.x / 2.x's cond tensor [B, S, D] as ``c_crossattn``; SDXL's dict as
+    ``c_crossattn`` = its ``crossattn`` [B, S, 2048] and ``y`` = its ``vector`` [B, 2816]."""
+    if isinstance(cond, dict):
+        return {"c_crossattn": cond["crossattn"][ids], "y": cond["vector"][ids]}
+    return {"c_crossattn": cond[ids]}
+
+
+class SamplingPass(sampling_pass.SamplingPass):
     def patcher(self):
         """The UnetPatcher of this sampling pass (what ``sampling_function`` samples with)."""
         return self.denoiser.inner_model.inner_model.forge_objects.unet
 
-    def recorder(self):
-        return Recorder(self.patcher().model.diffusion_model)
+    def recorder_for(self, sd_model):
+        return Recorder(sd_model.forge_objects.unet.model.diffusion_model)
 
     def guide(self, x, step, rows, sigma, cond, image_cond):
         patcher = self.patcher()
@@ -69,7 +78,7 @@ class SamplingPass(passes.SamplingPass):
             def run_unet(z_rows, ids):
                 images = [rows[k].image for k in ids]
                 return model.apply_model(z_rows / c_in[images], s[images], c_concat=None if concat is None else concat[images],
-                                         c_crossattn=cond[ids], transformer_options=transformer_options(patcher, s[images]))
+                                         transformer_options=transformer_options(patcher, s[images]), **unet_conds(cond, ids))
 
             work = x.clone()
             outcome = self.guided.guide(work, step, rows, run_unet, c_in * x_scale)

@@ -7,7 +7,8 @@ image's weight (``compile_weighted_conditions``); the uncond is one more entry, 
 (unless ``disable_cfg1_optimization``). The entries are popped from the end, so the UNet batch is
 [uncond, cond ...] (``cond_or_uncond`` = [1, 0, ...]); conds of different token lengths are
 repeated to a common multiple (``ConditionCrossAttn.concat``). Cond outputs are averaged and
-CFG is ``uncond + (cond - uncond) * cond_scale * sum(weights)``."""
+CFG is ``uncond + (cond - uncond) * cond_scale * sum(weights)``. SDXL's dict conds
+(``compile_conditions``) give each entry its ``crossattn`` and, as ``y``, its ``vector``."""
 
 import math
 
@@ -27,10 +28,22 @@ def compute_cond_indices(cond_or_uncond, sigmas):
     return cond, uncond
 
 
+def compile_conditions(cond):
+    if cond is None:
+        return None
+    if isinstance(cond, torch.Tensor):
+        return [{"cross_attn": cond}]
+    return [{"cross_attn": cond["crossattn"], "y": cond["vector"]}]
+
+
 def compile_weighted_conditions(cond, weights):
     entries = []
     for slot in map(list, zip(*weights)):
-        entries.append({"cross_attn": cond[[i for i, _w in slot]], "strength": slot[-1][1]})
+        rows = [i for i, _w in slot]
+        feed = {k: v[rows] for k, v in cond.items()} if isinstance(cond, dict) else cond[rows]
+        entry = compile_conditions(feed)[0]
+        entry["strength"] = slot[-1][1]
+        entries.append(entry)
     return entries
 
 
@@ -50,9 +63,10 @@ def calc_cond_uncond_batch(model, cond, uncond, x_in, timestep, model_options):
     options["sigmas"] = timestep
     options["cond_mark"] = compute_cond_mark(cond_or_uncond, timestep)
     options["cond_indices"], options["uncond_indices"] = compute_cond_indices(cond_or_uncond, timestep)
+    extra = {"y": torch.cat([c["y"] for c, _kind in batch])} if "y" in batch[0][0] else {}
     output = model.apply_model(torch.cat([x_in] * len(batch)), torch.cat([timestep] * len(batch)),
                                c_crossattn=_concat([c["cross_attn"] for c, _kind in batch]),
-                               transformer_options=options).chunk(len(batch))
+                               transformer_options=options, **extra).chunk(len(batch))
     for o, kind in zip(output, cond_or_uncond):
         out[kind] += o
         count[kind] += 1
@@ -72,7 +86,7 @@ def sampling_function_inner(model, x, timestep, uncond, cond, cond_scale, model_
 
 def sampling_function(self, denoiser_params, cond_scale, cond_composition):
     unet_patcher = self.inner_model.inner_model.forge_objects.unet
-    uncond = None if denoiser_params.text_uncond is None else [{"cross_attn": denoiser_params.text_uncond}]
+    uncond = compile_conditions(denoiser_params.text_uncond)
     cond = compile_weighted_conditions(denoiser_params.text_cond, cond_composition)
     return sampling_function_inner(unet_patcher.model, denoiser_params.x, denoiser_params.sigma, uncond, cond, cond_scale,
                                    unet_patcher.model_options, self.p.seeds[0], return_full=True)

@@ -1,6 +1,6 @@
 """Steering one sampling pass of the WebUI: wrappers on this pass's sampler object only. The
 samplers, their CFG denoiser and the prompt conds are A1111's in both hosts; how the UNet is
-run for the guidance pass is the backend's (``SamplingPass.unet`` / ``guide``).
+run for the guidance pass is the backend's (``SamplingPass.recorder_for`` / ``guide``).
 
 ``install`` runs in ``process_before_every_sampling``, when the pass's sampler exists. It sets
 two instance attributes that shadow the class's methods and die with the sampler:
@@ -13,7 +13,6 @@ two instance attributes that shadow the class's methods and die with the sampler
   sampler's state), then calls whatever forward was there before (other extensions' included).
 """
 
-import dataclasses
 import functools
 import inspect
 import types
@@ -25,7 +24,7 @@ from modules import devices, prompt_parser, shared
 from ..core.controller import GuidedPass
 from ..core.guidance import BatchLimit, RowTarget, StepOutcome
 from ..core.recorder import Recorder
-from ..core.samplers import profile_for, step_count
+from ..core.samplers import pass_steps, profile_for
 from . import prompts
 
 INSTALLED = "tsam_pass"  # on the sampler while its wrappers are in place
@@ -38,6 +37,12 @@ def _forward_parameters(x, sigma, uncond, cond, cond_scale, s_min_uncond, image_
 FORWARD = inspect.signature(_forward_parameters)
 
 
+def model_key(sd_model) -> tuple:
+    """Which checkpoint is loaded: a refiner or hires checkpoint is another object, or the same
+    object with other weights (and another hash)."""
+    return id(sd_model), getattr(sd_model, "sd_model_hash", None)
+
+
 class SamplingPass:
     """One pass (txt2img, hires or img2img) of one batch under T-SAM."""
 
@@ -46,12 +51,16 @@ class SamplingPass:
         self.sampler = p.sampler
         self.denoiser = p.sampler.model_wrap_cfg
         self.schedules = prompts.schedules(p, hires)
+        self.model = model_key(shared.sd_model)  # the checkpoint guidance reads
         self.texts = job.texts_for(shared.sd_model)  # a hires checkpoint has its own text encoder
-        self.texts.prepare(t for image in self.schedules for sub in image for _end, t in sub)
+        self.texts.prepare(self.all_texts())
         self.guided: GuidedPass | None = None
 
-    def recorder(self) -> Recorder:
-        """The recorder of the UNet this pass samples with."""
+    def all_texts(self):
+        return (t for image in self.schedules for sub in image for _end, t in sub)
+
+    def recorder_for(self, sd_model) -> Recorder:
+        """The recorder of the UNet of the checkpoint ``sd_model``."""
         raise NotImplementedError
 
     def guide(self, x: torch.Tensor, step: int, rows: list[RowTarget], sigma: torch.Tensor, cond,
@@ -84,20 +93,16 @@ class SamplingPass:
             try:
                 try:
                     this.start(kwargs)
+                    kwargs["callback"] = this.step_callback(kwargs.get("callback"))
                 except Exception as e:  # noqa: BLE001 - sample unguided rather than not at all
                     this.stop(f"{type(e).__name__}: {e}")
-                callback = kwargs.get("callback")
-
-                def step_done(d):
-                    if this.guided is not None:
-                        this.guided.end_step(d)
-                    return None if callback is None else callback(d)
-
-                kwargs["callback"] = step_done
                 return original_func(model, x, *args, **kwargs)
             finally:
-                restore()
-                this.job.end_pass(this)
+                try:
+                    restore()
+                    this.job.end_pass(this)
+                except Exception as e:  # noqa: BLE001 - the sampler's result must reach the WebUI
+                    this.job.warn(f"{type(e).__name__} while ending the sampling pass: {e}")
 
         def forward(self_, *args, **kwargs):
             try:
@@ -110,6 +115,17 @@ class SamplingPass:
         denoiser.forward = types.MethodType(forward, denoiser)
         setattr(sampler, INSTALLED, self)
 
+    def step_callback(self, callback):
+        """The sampler's step callback, after T-SAM's own bookkeeping of the step (``end_step``)."""
+        def step_done(d):
+            if self.guided is not None:
+                try:
+                    self.guided.end_step(d)
+                except Exception as e:  # noqa: BLE001 - an exception here would abort the generation
+                    self.stop(f"{type(e).__name__} at the end of a step: {e}")
+            return None if callback is None else callback(d)
+        return step_done
+
     def stop(self, reason: str) -> None:
         """No more guidance in this pass; the sampler goes on."""
         if self.guided is None:
@@ -119,19 +135,47 @@ class SamplingPass:
         self.guided.warn(f"guidance stopped: {reason}; the rest of this pass is unguided")
 
     def start(self, kwargs: dict) -> None:
-        steps = step_count(self.sampler.funcname, kwargs, self.denoiser.steps or self.p.steps)
-        profile = profile_for(self.sampler.funcname, bool(self.sampler.config and self.sampler.config.options.get("second_order")))
-        self.guided = GuidedPass(self.job.plan(steps), dataclasses.replace(profile, steps=steps), self.recorder(),
+        steps = pass_steps(self.sampler.funcname, kwargs, self.denoiser.steps or self.p.steps)
+        profile = profile_for(self.sampler.funcname, bool(self.sampler.config and self.sampler.config.options.get("second_order")),
+                              unipc=(shared.opts.uni_pc_variant, shared.opts.uni_pc_order), kwargs=kwargs)
+        self.guided = GuidedPass(self.job.plan(steps), profile, self.recorder_for(shared.sd_model),
                                  loss=self.job.settings.loss, smooth=self.job.settings.smoothing,
                                  should_stop=lambda: shared.state.interrupted or shared.state.skipped,
                                  keep_maps=self.job.settings.diagnostics, log=self.job.log,
-                                 limit=BatchLimit(getattr(shared.opts, "tsam_max_batch", 0) or None))
+                                 limit=BatchLimit(getattr(shared.opts, "tsam_max_batch", 0) or None,
+                                                  checkpoint=bool(getattr(shared.opts, "tsam_checkpoint", False))))
+
+    def follow_model(self, step: int) -> bool:
+        """Keep guidance on the checkpoint that is loaded now. The WebUI may switch to a refiner
+        in the middle of sampling (``apply_refiner`` in the CFG denoiser: new weights, in the same
+        model object or another one, new conds, a new inner model); the call that switches is
+        guided on the checkpoint it started with, every later one on the refiner, with its own
+        cross-attention layers and its own text target, or not at all if T-SAM cannot guide it.
+        Guided steps are the first ones, so the switch happened in the step before ``step``
+        (0-based), i.e. in step ``step`` counted from 1. False when guidance has stopped."""
+        from .job import unsupported_model  # job imports the backends, which import this module
+
+        model = shared.sd_model
+        if model_key(model) == self.model:
+            return True
+        name = getattr(getattr(model, "sd_checkpoint_info", None), "short_title", None) or "another checkpoint"
+        reason = unsupported_model(model)
+        if reason is not None:
+            self.stop(f"the refiner {name} took over in step {step}, and {reason}")
+            return False
+        self.guided.recorder = self.recorder_for(model)
+        self.texts = self.job.texts_for(model)
+        self.texts.prepare(self.all_texts())
+        self.model = model_key(model)
+        self.job.log(f"T-SAM: the refiner {name} took over in step {step}; guidance goes on from step {step + 1} "
+                     f"with its own layers and text target")
+        return True
 
     def maybe_guide(self, args: dict) -> None:
         if self.guided is None:
             return
         step = self.guided.begin_call()
-        if step is None or shared.state.interrupted or shared.state.skipped:
+        if step is None or shared.state.interrupted or shared.state.skipped or not self.follow_model(step):
             return
         cond = args["cond"]
         call = self.denoiser.step
