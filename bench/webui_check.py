@@ -9,7 +9,8 @@
 off (no entry, positional ``[False]``, dict ``{"enabled": false}``) and compares them bitwise with
 the references, runs T-SAM on (fast preset: refinement off) in txt2img, a batch of two different
 prompts, hires fix, img2img and with a LoRA, then the references again after the LoRA was used
-and removed. Every line printed is one check with its verdict. The small size and step count
+and removed (``lora`` writes it: put it in the WebUI's Lora folder as ``tsam_check.safetensors``
+before ``refs``). Every line printed is one check with its verdict. The small size and step count
 keep a CPU run short; they change nothing of what is checked.
 """
 
@@ -140,10 +141,10 @@ def check(url: str, out: str) -> bool:
 
 
 def models(url: str, names: list[str]) -> bool:
-    """A guided txt2img on each checkpoint. A checkpoint the WebUI fails to load leaves it with no
-    model (Forge: "Failed to recognize model type!"), so the one loaded before is set again."""
+    """A guided txt2img on each checkpoint. A checkpoint stock Forge fails to load ("Failed to
+    recognize model type!") leaves it with no model, and choosing the one loaded before does not
+    reload it (its loading parameters are those of before the failure): restart the server after."""
     ok = True
-    before = call(url, "/sdapi/v1/options")["sd_model_checkpoint"]
     for name in names:
         payload = dict(BASE, width=128, height=128, override_settings={"sd_model_checkpoint": name},
                        override_settings_restore_afterwards=True)
@@ -151,7 +152,6 @@ def models(url: str, names: list[str]) -> bool:
             images, info, seconds = generate(url, "txt2img", payload, [ON])
         except RuntimeError as e:
             ok &= report(f"checkpoint {name}", False, str(e)[:600])
-            call(url, "/sdapi/v1/options", {"sd_model_checkpoint": before})
             continue
         text = info["infotexts"][0]
         model = re.search(r"Model: ([^,]*)", text)
