@@ -1,9 +1,11 @@
-"""T-SAM checked through a running WebUI's HTTP API (A1111 or Forge): what a user gets.
+"""T-SAM checked in a running Forge through its HTTP API: what a user gets. (The requests work on
+A1111 too; what is Forge's: the hires key its API needs, a LoRA loaded and removed, and stock
+Forge's state after a checkpoint it cannot load. bench/webui_check.py is the A1111 / family check.)
 
-    python bench/webui_check.py --url http://127.0.0.1:7870 --out DIR refs      # extension absent: reference images
-    python bench/webui_check.py --url http://127.0.0.1:7870 --out DIR check     # extension installed: every check
-    python bench/webui_check.py --url ... --out DIR models NAME...              # guided run on other checkpoints
-    python bench/webui_check.py lora FILE                                       # a tiny random SD 1.5 LoRA
+    python bench/forge_check.py --url http://127.0.0.1:7870 --out DIR refs      # extension absent: reference images
+    python bench/forge_check.py --url http://127.0.0.1:7870 --out DIR check     # extension installed: every check
+    python bench/forge_check.py --url ... --out DIR models NAME...              # guided run on other checkpoints
+    python bench/forge_check.py lora FILE                                       # a tiny random SD 1.5 LoRA
 
 ``refs`` stores one PNG per reference request; ``check`` sends the same requests with T-SAM's entry
 off (no entry, positional ``[False]``, dict ``{"enabled": false}``) and compares them bitwise with
