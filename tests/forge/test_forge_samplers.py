@@ -18,18 +18,21 @@ from tsam_ext.families.clip import clip_self_attention
 
 REAL_GUIDE = controller.GuidedPass.guide
 PROMPT = "a black car and a white clock"
-# Forge's sampler list as its stand-in has it (DDIM CFG++, IPNDM_V and DEIS are left out of the
-# stand-in; IPNDM_V and DEIS call the model as IPNDM does)
+# Forge's sampler list as its stand-in has it (IPNDM_V and DEIS are left out of the stand-in;
+# they call the model as IPNDM does)
 FORGE_SAMPLERS = ["DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE", "Euler a",
                   "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart", "HeunPP2", "IPNDM",
-                  "DDIM", "PLMS", "UniPC", "LCM", "DDPM"]
+                  "DDIM", "DDIM CFG++", "PLMS", "UniPC", "LCM", "DDPM"]
+# DDIM CFG++ reads the uncond prediction Forge's CFG denoiser keeps (last_noise_uncond), which the
+# stand-in's denoiser does not keep yet; the real Forge guided it (README, A1111 and Forge)
+GUIDED = [name for name in FORGE_SAMPLERS if name != "DDIM CFG++"]
 
 
 def test_the_list_is_the_stand_ins(forge):
     assert [s.name for s in importlib.import_module("modules.sd_samplers").all_samplers] == FORGE_SAMPLERS
 
 
-@pytest.mark.parametrize("sampler", FORGE_SAMPLERS)
+@pytest.mark.parametrize("sampler", GUIDED)
 def test_every_forge_sampler_is_guided_once_per_step(forge, monkeypatch, sampler):
     guided = []
 
@@ -122,7 +125,7 @@ def test_euler_guided_latent_matches_the_loop_by_hand(forge):
     with torch.inference_mode():
         for i in range(4):
             s = sigmas[i:i + 1]
-            if i < plan.guided:
+            if plan.guides(i):
                 c_in = predictor.calculate_input(s, torch.ones(1, 1, 1, 1))
                 x = x + step_delta(x * c_in, s, i) / c_in
             x = x + (x - denoised(x, s)) / s * (sigmas[i + 1] - s)
@@ -146,7 +149,7 @@ def test_ddim_guided_latent_matches_the_loop_by_hand(forge):
             index = len(timesteps) - 1 - i
             t = timesteps[index]
             s = sigma_of[t].reshape(1)
-            if i < plan.guided:
+            if plan.guides(i):
                 x = x + step_delta(x, s, i)  # z = x: c_in * sqrt(sigma^2 + 1) = 1
             xk = x * (s ** 2 + 1) ** 0.5
             e_t = (xk - denoised(xk, s)) / s
