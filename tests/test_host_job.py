@@ -328,12 +328,12 @@ def test_text_targets_follow_a_checkpoint_switch(webui):
 
 def test_a_forward_called_in_an_unexpected_way_still_samples(webui, monkeypatch):
     """Another extension calling the denoiser with arguments T-SAM cannot read: no guidance, an image."""
-    from tsam_ext.host.a1111 import sampling as host_sampling
+    from tsam_ext.host import sampling_pass
 
     class Unreadable:
         def bind(self, *args, **kwargs):
             raise TypeError("missing a required argument: 'cond'")
 
-    monkeypatch.setattr(host_sampling, "FORWARD", Unreadable())
+    monkeypatch.setattr(sampling_pass, "FORWARD", Unreadable())
     _, res = webui.generate(tsam=dict(enabled=True, refine=False), steps=3)
     assert len(res.latents) == 1 and "missing a required argument" in params(res.infotexts[0])["T-SAM warning"]

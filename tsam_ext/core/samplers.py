@@ -3,7 +3,8 @@
 Calls. Samplers report a step through their ``callback`` (k-diffusion's ``{'x', 'i', ...}``).
 First-order samplers make one model call per step; k-diffusion's second-order samplers (and
 Restart's Heun steps) call the model on the step's latent, then the callback, then once more on
-a derived latent (not a step of its own); DPM fast reports a step after its first model call and
+a derived latent (not a step of its own); Forge's Heun++ makes two more (one at the
+second-to-last step, none at the last); DPM fast reports a step after its first model call and
 then makes up to two more; UniPC evaluates the model on its predicted next latent before the
 previous step's callback and then rebuilds that latent with its corrector.
 
@@ -64,6 +65,12 @@ def dpm_fast_profile(n: int) -> SamplerProfile:
     return SamplerProfile(evals_after=tuple(order - 1 for order in orders))
 
 
+def heunpp2_profile(steps: int) -> SamplerProfile:
+    """Forge's Heun++ (``sample_heunpp2``) over ``steps`` steps: step j evaluates up to two of
+    the sigmas after its own, at most the steps - 1 - j that are left."""
+    return SamplerProfile(evals_after=tuple(min(2, steps - 1 - j) for j in range(steps)))
+
+
 SECOND_ORDER = frozenset({"sample_heun", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral",
                           "sample_dpmpp_sde", "restart_sampler"})
 PROFILES = {name: SamplerProfile(evals_after_callback=1) for name in SECOND_ORDER}
@@ -82,6 +89,8 @@ def profile_for(func, second_order: bool = False, unipc: tuple[str, int] = ("bh1
         return unipc_profile(*unipc)
     if name == "sample_dpm_fast" and kwargs and "n" in kwargs:
         return dpm_fast_profile(int(kwargs["n"]))
+    if name == "sample_heunpp2" and kwargs and "sigmas" in kwargs:
+        return heunpp2_profile(len(kwargs["sigmas"]) - 1)
     return PROFILES.get(name, SamplerProfile(evals_after_callback=int(second_order)))
 
 

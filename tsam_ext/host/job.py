@@ -7,14 +7,16 @@ steers each sampling pass. A setting that cannot be used, or a model T-SAM canno
 a clear message in the console, the infotext and under the image, and an unguided image.
 """
 
-from modules import images, sd_unet, shared
+from modules import images, shared
 
 from ..core import diagnostics, infotext
 from ..core.recorder import Recorder, UnsupportedUNet
 from ..core.schedule import Refinement, make_plan
 from ..core.settings import NAMES, Settings, SettingsError, from_args
 from . import options
-from .a1111.text import TextTargets, UnsupportedText, encoders
+from .backend import current as backend
+from .sampling_pass import model_key
+from .text_targets import UnsupportedText
 
 ATTR = "tsam_job"       # the Job of this generation, on p
 OVERRIDE = "tsam_"      # X/Y/Z axes set p.tsam_<setting>
@@ -23,17 +25,17 @@ OVERRIDE = "tsam_"      # X/Y/Z axes set p.tsam_<setting>
 class Job:
     def __init__(self, p, settings: Settings):
         self.p, self.settings = p, settings
-        self.texts: dict[tuple, TextTargets] = {}  # per loaded checkpoint
+        self.texts: dict[tuple, backend.TextTargets] = {}  # per loaded checkpoint
         self.losses: dict[tuple[int, bool], tuple[float, float]] = {}  # (image index, hires) -> (first, last)
         self.warnings: list[str] = []
         self.traces = []  # (image index offset, hires, GuidedPass) per finished pass
 
-    def texts_for(self, sd_model) -> TextTargets:
+    def texts_for(self, sd_model) -> "backend.TextTargets":
         """T of this generation's texts for the checkpoint in use (hires and refiner may switch it)."""
         key = model_key(sd_model)
         if key not in self.texts:
             s = self.settings
-            self.texts[key] = TextTargets(sd_model, s.gamma, s.target_order, s.text_encoder, warn=self.warn)
+            self.texts[key] = backend.TextTargets(sd_model, s.gamma, s.target_order, s.text_encoder, warn=self.warn)
         return self.texts[key]
 
     def plan(self, steps: int):
@@ -91,33 +93,24 @@ def settings_for(p, args) -> Settings:
 
 def unsupported(p) -> str | None:
     """Why T-SAM cannot guide this generation, or None."""
-    if getattr(shared.cmd_opts, "lowvram", False):
-        return "--lowvram streams the UNet block by block, so no gradient can flow through it (--medvram works)"
-    if getattr(sd_unet, "current_unet", None) is not None:
-        return f"the alternative UNet {sd_unet.current_unet.__class__.__name__} has no attention layers T-SAM can read"
-    return unsupported_model(p.sd_model)
+    return backend.unsupported(p) or unsupported_model(p.sd_model)
 
-
-def model_key(sd_model) -> tuple:
-    """Which checkpoint is loaded: a refiner or hires checkpoint is another object, or the same
-    object with other weights (and another hash)."""
-    return id(sd_model), getattr(sd_model, "sd_model_hash", None)
 
 
 def unsupported_model(model) -> str | None:
     """Why T-SAM cannot guide this checkpoint (SD 1.x, SD 2.x, SDXL and SSD-1B it can), or None."""
     if model is None:
         return "no model is loaded"
-    for flag, kind in (("is_sd3", "SD3"), ("is_flux", "Flux")):
-        if getattr(model, flag, False):
-            return (f"{kind} is a diffusion transformer without the UNet cross-attention T-SAM reads "
-                    f"(T-SAM guides SD 1.x, SD 2.x and SDXL)")
-    unet = getattr(getattr(model, "model", None), "diffusion_model", None)
+    kind = backend.transformer_kind(model)
+    if kind is not None:
+        return (f"{kind} is a diffusion transformer without the UNet cross-attention T-SAM reads "
+                f"(T-SAM guides SD 1.x, SD 2.x and SDXL)")
+    unet = backend.unet(model)
     if unet is None:
         return "this checkpoint has no UNet T-SAM can read"
     try:
         Recorder(unet)
-        encoders(model)
+        backend.encoders(model)
     except (UnsupportedUNet, UnsupportedText) as e:
         return f"this checkpoint cannot be guided: {e}"
     return None
@@ -164,7 +157,7 @@ def _start(p, *args) -> Job | None:
         return None
     job = Job(p, settings)
     p.extra_generation_params.update(infotext.write(settings))
-    if len(encoders(p.sd_model)) < 2:  # the text encoder setting only chooses between SDXL's two
+    if len(backend.encoders(p.sd_model)) < 2:  # the text encoder setting only chooses between SDXL's two
         p.extra_generation_params.pop(infotext.KEYS["text_encoder"])
     p.extra_generation_params[infotext.TRACE] = lambda index=0, **_: job.trace_text(index)
     p.extra_generation_params[infotext.WARNING] = lambda **_: job.warning_text()
@@ -178,9 +171,7 @@ def before_sampling(p) -> None:
     try:
         if job is None or (p.is_hr_pass and not job.settings.hires):
             return
-        from .a1111.sampling import SamplingPass
-
-        SamplingPass(job, p, hires=p.is_hr_pass).install()
+        backend.SamplingPass(job, p, hires=p.is_hr_pass).install()
     except Exception as e:  # noqa: BLE001 - never lose the generation to T-SAM
         job.warn(f"guidance could not start: {type(e).__name__}: {e}")
 

@@ -7,11 +7,11 @@ as the WebUI does.
 
 import gradio as gr
 
-from modules import extra_networks, prompt_parser, shared
+from modules import extra_networks, prompt_parser
 
 from ..core import diagnostics
 from .job import unsupported_model
-from .a1111.text import TextTargets, encoders
+from .backend import current as backend
 
 
 def first_step_texts(prompt: str) -> list[str]:
@@ -25,10 +25,14 @@ def first_step_texts(prompt: str) -> list[str]:
 
 def panels(prompt: str, gamma, order: str, text_encoder: str = "both") -> list[tuple[str, "diagnostics.Image.Image"]]:
     """(title, heatmap of T) for every chunk of every sub-prompt; raises gr.Error with a reason instead."""
-    reason = unsupported_model(shared.sd_model)
+    return backend.with_model(lambda sd_model: model_panels(sd_model, prompt, gamma, order, text_encoder))
+
+
+def model_panels(sd_model, prompt: str, gamma, order: str, text_encoder: str) -> list[tuple[str, "diagnostics.Image.Image"]]:
+    reason = unsupported_model(sd_model)
     if reason:
         raise gr.Error(f"T-SAM preview: {reason}")
-    targets = TextTargets(shared.sd_model, float(gamma), order, text_encoder, warn=lambda m: print(f"T-SAM preview: {m}"))
+    targets = backend.TextTargets(sd_model, float(gamma), order, text_encoder, warn=lambda m: print(f"T-SAM preview: {m}"))
     texts = first_step_texts(prompt or "")
     targets.prepare(texts)
     if not any(chunk.n for text in texts for chunk in targets[text]):
@@ -43,9 +47,9 @@ def panels(prompt: str, gamma, order: str, text_encoder: str = "both") -> list[t
     return out
 
 
-def encoder_note(targets: TextTargets) -> str:
+def encoder_note(targets) -> str:
     """Which encoders T came from, when the model has a choice (SDXL)."""
-    return "" if len(encoders(shared.sd_model)) < 2 else " + ".join(e.name for e in targets.encoders) + ", "
+    return "" if len(targets.available(targets.sd_model)) < 2 else " + ".join(e.name for e in targets.encoders) + ", "
 
 
 def preview(prompt: str, gamma, order: str, text_encoder: str = "both"):

@@ -15,7 +15,7 @@ from modules.ui_components import FormRow, InputAccordion
 from ..core import infotext
 from ..core.schedule import PassSteps
 from ..core.settings import BY_NAME, NAMES, gamma_order_matters
-from .a1111 import passes
+from . import step_plan
 from .options import default
 
 
@@ -90,7 +90,7 @@ def steps_hint(percent, refine, steps=20, sampling=None, scheduler=None, denoisi
     and (img2img) denoising strength: the plan the guided pass makes, worked out beforehand."""
     steps, percent = int(steps or 0), int(percent or 0)
     try:
-        made = passes.plan_for(sampling, steps, scheduler, denoising_strength, percent / 100, bool(refine))
+        made = step_plan.plan_for(sampling, steps, scheduler, denoising_strength, percent / 100, bool(refine))
     except Exception as e:  # noqa: BLE001 - a hint must never break the page
         made, failure = None, f" ({type(e).__name__}: {e})"
     else:

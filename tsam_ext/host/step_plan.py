@@ -1,8 +1,10 @@
-"""The plan of the sampling pass A1111 would run for a sampler, steps, schedule type and (img2img)
-denoising strength, before it runs: for the steps hint under the sliders. The arithmetic is the
-guided pass's own (``core.samplers.received`` / ``pass_steps``, ``core.schedule.make_plan``);
-this module only looks up what the WebUI decides: the sampler's function (its parameters say
-which step arguments it gets) and, for Restart, the noise schedule of the chosen type.
+"""The plan of the sampling pass the WebUI would run for a sampler, steps, schedule type and
+(img2img) denoising strength, before it runs: for the steps hint under the sliders. The
+arithmetic is the guided pass's own (``core.samplers.received`` / ``pass_steps``,
+``core.schedule.make_plan``); this module only looks up what the WebUI decides: the sampler's
+function (its parameters say which step arguments it gets) and, for Restart, the noise schedule
+of the chosen type. A1111 1.10 and Forge keep the same sampler tables and
+``KDiffusionSampler.get_sigmas``.
 """
 
 import inspect
@@ -14,8 +16,8 @@ import torch
 
 from modules import sd_samplers, sd_samplers_kdiffusion, shared
 
-from ...core.samplers import pass_steps, reads_levels, received
-from ...core.schedule import PassSteps, Plan, Refinement, make_plan
+from ..core.samplers import pass_steps, reads_levels, received
+from ..core.schedule import PassSteps, Plan, Refinement, make_plan
 
 
 def sampler_function(label: str):

@@ -1,0 +1,64 @@
+"""Mirrors Forge's modules/sd_samplers_cfg_denoiser.py ``CFGDenoiser.forward(x, sigma, uncond,
+cond, cond_scale, s_min_uncond, image_cond)`` (:156): the timestep samplers' rescaling of x to the
+k-diffusion x of the timestep's sigma (``classic_ddim_eps_estimation``), the conds reconstructed at
+``self.step``, the denoiser callback, the hires pass's own CFG scale (``p.hr_cfg``), one
+``sampling_function`` call that runs the UNet itself, ``last_latent``, the after-CFG callback,
+``step += 1``, and eps back for the timestep samplers. No inpainting masks here."""
+
+import torch
+
+from backend.sampling.sampling_function import sampling_function
+from modules import prompt_parser, sd_samplers_common
+from modules.script_callbacks import AfterCFGCallbackParams, CFGDenoiserParams, cfg_after_cfg_callback, cfg_denoiser_callback
+from modules.shared import opts, state
+
+
+class CFGDenoiser(torch.nn.Module):
+    def __init__(self, sampler):
+        super().__init__()
+        self.model_wrap = None
+        self.mask = self.nmask = self.init_latent = None
+        self.steps = self.total_steps = None
+        self.step = 0
+        self.image_cfg_scale = None
+        self.sampler = sampler
+        self.p = None
+        self.need_last_noise_uncond = False
+        self.last_noise_uncond = None
+        self.mask_before_denoising = False
+        self.classic_ddim_eps_estimation = False
+
+    @property
+    def inner_model(self):
+        raise NotImplementedError()
+
+    def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
+        if state.interrupted or state.skipped:
+            raise sd_samplers_common.InterruptedException
+        original_x_device, original_x_dtype = x.device, x.dtype
+        if self.classic_ddim_eps_estimation:
+            acd = self.inner_model.inner_model.alphas_cumprod
+            fake_sigmas = ((1 - acd) / acd) ** 0.5
+            real_sigma = fake_sigmas[sigma.round().long().clip(0, int(fake_sigmas.shape[0]))]
+            x = x * ((real_sigma ** 2.0 + 1.0) ** 0.5)[:, None, None, None]
+            sigma = real_sigma
+        cond_composition, cond = prompt_parser.reconstruct_multicond_batch(cond, self.step)
+        uncond = prompt_parser.reconstruct_cond_batch(uncond, self.step) if uncond is not None else None
+        params = CFGDenoiserParams(x, image_cond, sigma, state.sampling_step, state.sampling_steps, cond, uncond, self)
+        cfg_denoiser_callback(params)
+        if self.p.is_hr_pass:
+            cond_scale = self.p.hr_cfg
+        if opts.skip_early_cond > 0 and self.step / self.total_steps <= opts.skip_early_cond:
+            cond_scale = 1.0
+        elif (self.step % 2 or opts.s_min_uncond_all) and s_min_uncond > 0 and sigma[0] < s_min_uncond:
+            cond_scale = 1.0
+        denoised, _cond_pred, _uncond_pred = sampling_function(self, params, cond_scale, cond_composition)
+        self.sampler.last_latent = denoised
+        sd_samplers_common.store_latent(denoised)
+        after = AfterCFGCallbackParams(denoised, state.sampling_step, state.sampling_steps)
+        cfg_after_cfg_callback(after)
+        denoised = after.x
+        self.step += 1
+        if self.classic_ddim_eps_estimation:
+            return (x - denoised) / sigma[:, None, None, None]
+        return denoised.to(device=original_x_device, dtype=original_x_dtype)

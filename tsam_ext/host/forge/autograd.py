@@ -1,0 +1,68 @@
+"""A backward pass through Forge's UNet, which Forge builds and runs for inference only.
+
+Forge loads every weight under ``torch.inference_mode`` (``backend/loader.py``, its
+``ForgeOperations`` create the Parameters there; LoRA merges make new ones the same way) and
+samples inside ``torch.inference_mode``. Autograd refuses to save an inference tensor for the
+backward pass, and Forge's ``BasicTransformerBlock`` adds in place (``x += n``) to the tensor
+its LayerNorms just saved. ``trainable`` is the scope of one guidance pass that lifts both, and
+leaves nothing behind: every Parameter object Forge holds is back in place when it ends, so
+Forge's own sampling, its memory manager and its LoRA patcher never see a change.
+"""
+
+from contextlib import ExitStack, contextmanager
+
+import torch
+
+
+def alias(t: torch.Tensor) -> torch.Tensor:
+    """A normal (non-inference) tensor on the same storage as ``t``: no copy, no extra memory;
+    an in-place change of either shows in both."""
+    out = torch.empty(0, dtype=t.dtype, device=t.device)
+    return out.set_(t.untyped_storage(), t.storage_offset(), t.size(), t.stride())
+
+
+@contextmanager
+def normal_weights(module: torch.nn.Module):
+    """Inside: each inference Parameter / buffer of ``module`` is replaced by a non-trainable alias
+    of it; outside: the original objects, whatever Forge did to them before (LoRA, reloads).
+    Parameters of a subclass (quantized GGUF / bnb weights, dequantized per layer by Forge in
+    ordinary tensors) are left alone."""
+    swapped = []
+    with torch.inference_mode(False):
+        for m in module.modules():
+            for store in (m._parameters, m._buffers):
+                for name, t in store.items():
+                    if t is None or not t.is_inference() or type(t) not in (torch.nn.Parameter, torch.Tensor):
+                        continue
+                    swapped.append((store, name, t))
+                    store[name] = torch.nn.Parameter(alias(t), requires_grad=False) if store is m._parameters else alias(t)
+    try:
+        yield len(swapped)
+    finally:
+        for store, name, t in swapped:
+            store[name] = t
+
+
+@contextmanager
+def cloned_layernorm_inputs(module: torch.nn.Module):
+    """Each LayerNorm of a transformer block normalises a copy of its input, so the block's
+    in-place residual add cannot change a tensor autograd saved."""
+    norms = [m for name, m in module.named_modules() if isinstance(m, torch.nn.LayerNorm) and ".transformer_blocks." in name]
+    handles = [m.register_forward_pre_hook(lambda _m, args: (args[0].clone(),) + tuple(args[1:])) for m in norms]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def trainable(unet: torch.nn.Module):
+    """The scope of one guidance pass through ``unet``: inference mode off, weights aliased,
+    LayerNorm inputs cloned. Tensors made inside are normal tensors; an inference tensor from
+    outside (the sampler's latent) must be cloned before it is changed in place in here."""
+    with ExitStack() as stack:
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(normal_weights(unet))
+        stack.enter_context(cloned_layernorm_inputs(unet))
+        yield
