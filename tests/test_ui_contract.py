@@ -200,7 +200,8 @@ def test_axes_exist_in_api_only_mode(webui):
     from modules import script_callbacks
 
     module = load_xyz()
-    plot, _tsam = module.Script(), webui.module.Script()  # initialize_scripts: every script first
+    plot = module.Script()
+    webui.module.Script()  # initialize_scripts creates every script (T-SAM's too) before any UI
     plot.ui(False)  # then create_ui / init_default_script_args
     script_callbacks.run("before_ui")  # webui.py:37, after the API is up
     labels = [plot.axis(i).label for i in range(len(plot.current_axis_options))]
