@@ -11,8 +11,9 @@ attention kernel the host installed, so the layer's output is untouched. A host 
 transform the text before ``to_k`` / ``to_v`` (A1111's hypernetworks) hands the recorder that
 transform (``contexts``), so the maps are the layer's own; a host may also name the layers whose
 kernel (its own) torch's fused attention may replace during a guidance pass (``fusable``,
-``Recorder.fused``, ``fused_attention``): the same function, a cheaper backward. Outside the scope no hook exists. With ``truncate=True`` the pass stops as soon as the last selected layer has its
-probabilities: nothing after it can change the loss, so nothing after it is computed.
+``Recorder.fused``, ``fused_attention``): the same function, a cheaper backward. Outside the
+scope no hook exists. With ``truncate=True`` the pass stops as soon as the last selected layer
+has its probabilities: nothing after it can change the loss, so nothing after it is computed.
 """
 
 import math

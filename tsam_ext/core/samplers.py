@@ -57,10 +57,15 @@ def unipc_profile(variant: str, order: int) -> SamplerProfile:
     return SamplerProfile(evaluates_prediction=True, kept_updates=kept)
 
 
+def dpm_fast_steps(n: int) -> int:
+    """The solver steps k-diffusion's DPM fast makes for ``n`` model calls."""
+    return n // 3 + 1
+
+
 def dpm_fast_profile(n: int) -> SamplerProfile:
-    """k-diffusion's DPM fast for ``n`` model calls: n // 3 + 1 steps of order 3 (the last ones 2
+    """k-diffusion's DPM fast for ``n`` model calls: ``dpm_fast_steps`` of order 3 (the last ones 2
     and 1, or n % 3); each reports after its first model call, then makes order - 1 more."""
-    steps = n // 3 + 1
+    steps = dpm_fast_steps(n)
     orders = [3] * (steps - 2) + [2, 1] if n % 3 == 0 else [3] * (steps - 1) + [n % 3]
     return SamplerProfile(evals_after=tuple(order - 1 for order in orders))
 
@@ -101,8 +106,8 @@ def step_count(func, kwargs: dict, default: int) -> int:
         return len(kwargs["sigmas"]) - 1
     if "timesteps" in kwargs:
         return len(kwargs["timesteps"]) - (0 if name == "unipc" else 1)
-    if "n" in kwargs:  # DPM fast: floor(n / 3) + 1 solver steps of order 3, 2 or 1
-        return kwargs["n"] // 3 + 1
+    if "n" in kwargs:  # DPM fast
+        return dpm_fast_steps(kwargs["n"])
     return default
 
 

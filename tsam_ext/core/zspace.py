@@ -9,6 +9,13 @@ times too small (about 200x at sigma = 14.6).
 import torch
 
 
+def sd_alphas_cumprod() -> torch.Tensor:
+    """alpha-bar [1000] (float64) of the DDPM schedule SD 1.x, 2.x and SDXL share: 'scaled linear'
+    betas from 0.00085 to 0.012 over 1000 steps."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
 def unet_input_scale(denoiser, sigma: torch.Tensor) -> torch.Tensor:
     """c_in [B, 1, 1, 1] of a k-diffusion denoiser wrapper (the last of its ``get_scalings``); 1
     for wrappers that pass x straight to the UNet (DDIM/PLMS/UniPC's timestep denoisers)."""

@@ -18,6 +18,7 @@ from modules import sd_samplers, sd_samplers_kdiffusion, shared
 
 from ..core.samplers import pass_steps, reads_levels, received
 from ..core.schedule import PassSteps, Plan, Refinement, make_plan
+from ..core.zspace import sd_alphas_cumprod
 
 
 def sampler_function(label: str):
@@ -39,8 +40,7 @@ def _tables():
 
 def sd_noise() -> torch.Tensor:
     """sigma [1000] of SD's noise schedule (scaled-linear betas 0.00085 .. 0.012: SD 1.x, 2.x and XL)."""
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
-    alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+    alphas_cumprod = sd_alphas_cumprod()
     return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).float()
 
 

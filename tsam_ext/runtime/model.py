@@ -16,18 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..core.zspace import sd_alphas_cumprod
 from .clip_vocab import clip_tokenizer
 
 CHUNK_TOKENS = 75
 VAE_DECODER_CONFIG = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128,
                           ch_mult=[1, 2, 4, 4], num_res_blocks=2, attn_resolutions=[], dropout=0.0)
-
-
-def alphas_cumprod() -> torch.Tensor:
-    """The DDPM schedule of SD 1.x, 2.x and SDXL alike: 'scaled linear' betas from 0.00085 to
-    0.012 over 1000 steps."""
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, dim=0).float()
 
 
 @dataclass(frozen=True)
@@ -77,7 +71,7 @@ class Diffusion(nn.Module):
     def __init__(self):
         super().__init__()
         self.tokenizer = clip_tokenizer()
-        self.register_buffer("alphas_cumprod", alphas_cumprod(), persistent=False)
+        self.register_buffer("alphas_cumprod", sd_alphas_cumprod().float(), persistent=False)
 
     def chunks(self, prompt: str) -> list[PromptChunk]:
         return prompt_chunks(self.tokenizer, prompt)
