@@ -168,9 +168,9 @@ def test_step_is_taken_in_z_and_mapped_back(webui, monkeypatch, sampler, c_in_ap
         out.delta = torch.full_like(out.delta, 0.01)
         return out
 
-    def guide(self, x, step, rows, run_unet, c_in):
+    def guide(self, x, step, rows, run_unet, c_in, movable=None):
         before = x.clone()
-        out = real_guide(self, x, step, rows, run_unet, c_in)
+        out = real_guide(self, x, step, rows, run_unet, c_in, movable)
         seen.append(((x - before).flatten()[0].item(), float(c_in.flatten()[0])))
         return out
 
@@ -205,7 +205,7 @@ def watch(monkeypatch) -> Seen:
         delta = torch.full_like(z, 1e-3, dtype=torch.float32)
         return StepOutcome(delta=delta, z=z + delta, losses={0: [1.0]}, passes=1)
 
-    def guide(self, x, step_, rows, run_unet, c_in):
+    def guide(self, x, step_, rows, run_unet, c_in, movable=None):
         seen.guided.append((step_, x, float(c_in.flatten()[0]), self.plan.refinement_for(step_) is not None))
         return real_guide(self, x, step_, rows, run_unet, c_in)
 

@@ -35,7 +35,7 @@ def record(monkeypatch):
         delta = 0.05 * torch.randn(z.shape, generator=torch.Generator().manual_seed(len(moves)))
         return StepOutcome(delta=delta, z=z + delta, losses={0: [1.0]}, passes=1)
 
-    def guide(self, x, step_, rows, run_unet, c_in):
+    def guide(self, x, step_, rows, run_unet, c_in, movable=None):
         assert float(c_in.flatten()[0]) == 1.0  # UniPC's latent is the UNet's own
         out = real_guide(self, x, step_, rows, run_unet, c_in)
         moves[step_] = out.delta

@@ -53,24 +53,46 @@ class WebUI:
             with gr.Blocks():
                 runner.setup_ui()
 
+    def runner(self, extra=(), img2img=False):
+        """A script runner with the other extensions' Script classes ``extra`` loaded before T-SAM."""
+        import gradio as gr
+        runner = scripts.ScriptRunner([*extra, self.module.Script], is_img2img=img2img)
+        with gr.Blocks():
+            runner.setup_ui()
+        return runner
+
     def args(self, runner, **values):
         """Script args: the UI defaults with ``values`` (settings names) set."""
         from tsam_ext.core.settings import NAMES
-        script = runner.scripts[0]
+        script = next(s for s in runner.scripts if s.title() == "T-SAM")
         args = runner.default_args()
         for name, value in values.items():
             args[script.args_from + NAMES.index(name)] = value
         return args
 
-    def generate(self, tsam=None, img2img=False, raw_args=None, **kwargs):
-        runner = self.img2img if img2img else self.txt2img
+    def generate(self, tsam=None, img2img=False, raw_args=None, runner=None, p_attrs=None, **kwargs):
+        runner = runner or (self.img2img if img2img else self.txt2img)
         args = raw_args if raw_args is not None else self.args(runner, **(tsam or {}))
         defaults = dict(prompt="a black car and a white clock", seed=1, steps=6, width=128, height=128,
                         sampler_name="Euler", cfg_scale=7.0)
         defaults.update(kwargs)
         cls = processing.StableDiffusionProcessingImg2Img if img2img else processing.StableDiffusionProcessingTxt2Img
         p = cls(script_args=args, scripts_runner=runner, **defaults)
+        for name, value in (p_attrs or {}).items():  # what other extensions read from p (their UI's values)
+            setattr(p, name, value)
         return p, processing.process_images(p)
+
+
+def load_extension(name: str):
+    """An extension's stand-in package (tests/a1111/extensions/<name>/scripts) under the name
+    ``<name>`` with dashes as underscores, its modules importable as ``<that>.<module>``."""
+    import types
+    package = name.replace("-", "_")
+    if package not in sys.modules:
+        module = types.ModuleType(package)
+        module.__path__ = [os.path.join(ROOT, "tests", "a1111", "extensions", name, "scripts")]
+        sys.modules[package] = module
+    return sys.modules[package]
 
 
 def reset_state():

@@ -11,7 +11,9 @@ sd_models.load_model does, with the flags ``set_model_type`` sets:
   ``conditioner`` holds CLIP-L, bigG and three size embedders, the text ones wrapped, and is
   also ``cond_stage_model`` (the refiner, with bigG only, gets that embedder).
 
-The stand-in has no VAE: ``first_stage_model`` passes latents through (lowvram hooks it).
+The stand-in has no VAE: ``first_stage_model`` passes latents through (lowvram hooks it) and
+encodes pixels [B, 3, H, W] to latents [B, 4, H/8, W/8] by a fixed projection (for extensions
+that encode a control image, as ControlNet's reference-only does).
 """
 
 import torch
@@ -40,8 +42,13 @@ class FrozenCLIPEmbedder(nn.Module):
 
 
 class FirstStage(nn.Module):
+    PROJECTION = torch.tensor([[0.8, -0.4, 0.3, 0.1], [-0.2, 0.9, 0.2, -0.5], [0.3, 0.1, -0.7, 0.6]])
+
     def encode(self, x):
-        return x
+        if x.shape[1] != 3:
+            return x
+        pooled = torch.nn.functional.avg_pool2d(x, 8)
+        return torch.einsum("bchw,cd->bdhw", pooled, self.PROJECTION.to(x))
 
     def decode(self, z):
         return z
@@ -54,6 +61,10 @@ class LatentDiffusion(nn.Module):
         self.cond_stage_model = cond_stage_model
         self.first_stage_model = FirstStage()
         self.register_buffer("alphas_cumprod", alphas_cumprod)
+        for name, value in (("sqrt_alphas_cumprod", alphas_cumprod.sqrt()), ("sqrt_one_minus_alphas_cumprod", (1 - alphas_cumprod).sqrt()),
+                            ("sqrt_recip_alphas_cumprod", (1 / alphas_cumprod).sqrt()),
+                            ("sqrt_recipm1_alphas_cumprod", (1 / alphas_cumprod - 1).sqrt())):
+            self.register_buffer(name, value)  # ldm's DDPM.register_schedule
         self.cond_stage_key, self.parameterization = "txt", parameterization
         self.is_sdxl, self.is_ssd, self.is_sd3, self.is_sdxl_inpaint = False, False, False, False
         self.is_sd2 = hasattr(cond_stage_model, "model")  # set_model_type, before the hijack
@@ -69,6 +80,12 @@ class LatentDiffusion(nn.Module):
         if not isinstance(cond, dict):
             cond = {"c_crossattn": [cond]}
         return self.model.diffusion_model(x_noisy, t, context=torch.cat(cond["c_crossattn"], 1))
+
+    def encode_first_stage(self, x):
+        return self.first_stage_model.encode(x)
+
+    def get_first_stage_encoding(self, encoder_posterior):
+        return 0.18215 * encoder_posterior
 
     def get_learned_conditioning(self, texts):
         return self.cond_stage_model(texts)

@@ -9,8 +9,8 @@ from typing import Callable
 
 import torch
 
-from .guidance import TOO_SHORT, BatchLimit, RowTarget, StepOutcome, guidance_step, is_out_of_memory
-from .recorder import Recorder
+from .guidance import TOO_SHORT, BatchLimit, GradientBlocked, RowTarget, StepOutcome, guidance_step, is_out_of_memory
+from .recorder import MapsNotRecorded, Recorder
 from .samplers import SamplerProfile
 from .schedule import Plan
 
@@ -46,6 +46,7 @@ class GuidedPass:
     calls_since_callback: int = 0
     pending: torch.Tensor | None = None
     limit: BatchLimit = field(default_factory=BatchLimit)
+    explain: Callable[[], str | None] = lambda: None  # the host's word on what cut a missing map or gradient
 
     def begin_call(self) -> int | None:
         """Count a model call; the sampler step it starts if that step is to be guided, else None."""
@@ -67,11 +68,14 @@ class GuidedPass:
         self.pending = None
 
     def guide(self, x: torch.Tensor, step: int, rows: list[RowTarget],
-              run_unet: Callable[[torch.Tensor, list[int]], object], c_in: torch.Tensor) -> StepOutcome | None:
-        """Move the sampler's latent ``x`` [B, C, h, w] in place by one guidance step on z = x * c_in.
+              run_unet: Callable[[torch.Tensor, list[int]], object], c_in: torch.Tensor,
+              movable: torch.Tensor | None = None) -> StepOutcome | None:
+        """Move the sampler's latent ``x`` [B, C, h, w] in place by one guidance step on z = x * c_in
+        (``movable``: see ``guidance_step``).
 
         Never raises for a failure of the guidance itself: out-of-memory ends guidance for the
-        rest of the pass, any other error too, each with a warning; the sampler goes on.
+        rest of the pass, any other error too, each with a warning (and, for missing maps or
+        gradients, the host's ``explain``); the sampler goes on.
         """
         alpha = float(self.plan.alphas[step])
         keep = self.keep_maps and step in (self.plan.guided[0], self.plan.guided[-1])
@@ -80,10 +84,12 @@ class GuidedPass:
             out = guidance_step(x.float() * c_in, rows, run_unet, self.recorder, alpha, loss=self.loss,
                                 smooth=self.smooth, refinement=self.plan.refinement_for(step),
                                 truncate=self.truncate, should_stop=self.should_stop, limit=self.limit,
-                                keep_maps=keep)
+                                keep_maps=keep, movable=movable)
         except Exception as e:  # noqa: BLE001 - a guidance failure must never cost the image
             oom = is_out_of_memory(e)
             self.stopped = "out of memory" if oom else f"{type(e).__name__}: {e}"
+            if isinstance(e, (MapsNotRecorded, GradientBlocked)):
+                self.stopped += f" ({self.explain() or 'no other extension was found in the UNet call'})"
             self.warn(f"guidance stopped at step {step + 1}: {self.stopped}; the rest of this pass is unguided"
                       + (" (lower the batch size or resolution)" if oom else ""))
             if oom and torch.cuda.is_available():

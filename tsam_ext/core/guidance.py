@@ -81,6 +81,10 @@ class GuidanceOutOfMemory(RuntimeError):
     """Even the smallest, checkpointed pass did not fit."""
 
 
+class GradientBlocked(RuntimeError):
+    """The loss has no gradient to the latent (something in the UNet call cut it)."""
+
+
 @dataclass
 class StepOutcome:
     """What a guidance step did. ``delta`` [B, C, h, w] (float32) is the total change of z, and
@@ -138,7 +142,9 @@ def row_losses(maps: torch.Tensor, rows: Sequence[RowTarget], loss: str, smooth:
 def _loss_and_grad(z: torch.Tensor, images: list[int], rows: Sequence[RowTarget], run_unet, recorder: Recorder,
                    loss: str, smooth: bool, truncate: bool, scale: float = 1.0):
     """One forward + backward over ``images``: (loss [k], grad [k, C, h, w], {row: maps}) in float32.
-    The backward runs on the loss times ``scale``; the gradient is divided by it again."""
+    The backward runs on the loss times ``scale``; the gradient is divided by it again. A loss
+    that does not reach the latent, or reaches it with a gradient of exactly zero, raises
+    ``GradientBlocked``: guiding with it would move nothing, or not along the loss."""
     position = {img: k for k, img in enumerate(images)}
     sel = [i for i, row in enumerate(rows) if row.image in position and row.guided(loss)]
     leaf = z[images].detach().requires_grad_(True)
@@ -149,7 +155,11 @@ def _loss_and_grad(z: torch.Tensor, images: list[int], rows: Sequence[RowTarget]
         owner = torch.tensor([position[rows[i].image] for i in sel], device=per_row.device)
         per_image = per_row.new_zeros(len(images)).index_add(0, owner, per_row)
         total = per_image.sum()
-        grad, = torch.autograd.grad(total * scale if scale != 1 else total, leaf)
+        if not total.requires_grad:
+            raise GradientBlocked("the loss does not depend on the latent")
+        grad, = torch.autograd.grad(total * scale if scale != 1 else total, leaf, allow_unused=True)
+    if grad is None or not bool(grad.any()):
+        raise GradientBlocked("the loss has no gradient to the latent")
     grad = grad.float() if scale == 1 else grad.float() / scale
     return per_image.detach(), grad, dict(zip(sel, maps.detach()))
 
@@ -202,8 +212,12 @@ def guidance_step(z: torch.Tensor, rows: Sequence[RowTarget], run_unet: Callable
                   recorder: Recorder, alpha: float, *, loss: str = "reference", smooth: bool = True,
                   refinement: Refinement | None = None, truncate: bool = True,
                   should_stop: Callable[[], bool] | None = None, limit: BatchLimit | None = None,
-                  keep_maps: bool = False) -> StepOutcome:
+                  keep_maps: bool = False, movable: torch.Tensor | None = None) -> StepOutcome:
     """Move z down the T-SAM loss; returns the change (z itself is not modified).
+
+    ``movable`` [B, 1 or C, h, w] in [0, 1] weighs each update where the host keeps part of the
+    latent itself (inpainting's kept region, 0 there), when the UNet call does not already
+    (a host that blends before the UNet gives ``run_unet`` the blend, whose gradient carries it).
 
     ``run_unet(z_rows, row_ids)`` runs the conditional UNet pass for the rows ``row_ids`` (indices
     into ``rows``) on ``z_rows`` [len(row_ids), C, h, w]; its output is ignored, the recorder
@@ -251,7 +265,7 @@ def guidance_step(z: torch.Tensor, rows: Sequence[RowTarget], run_unet: Callable
                     continue
                 history = out.losses.setdefault(img, [])
                 history.append(value)
-                out.delta[img] -= alpha * grad
+                out.delta[img] -= alpha * (grad if movable is None else grad * movable[img].float())
                 done = len(history)
                 if refinement and done == refinement.iterations and refinement.extend(value, threshold[img]):
                     budget[img] += refinement.extra

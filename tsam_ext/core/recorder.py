@@ -14,6 +14,13 @@ kernel (its own) torch's fused attention may replace during a guidance pass (``f
 ``Recorder.fused``, ``fused_attention``): the same function, a cheaper backward. Outside the
 scope no hook exists. With ``truncate=True`` the pass stops as soon as the last selected layer
 has its probabilities: nothing after it can change the loss, so nothing after it is computed.
+
+Under autograd a layer call whose input does not depend on anything that requires a gradient
+is not the guidance pass's own: another extension runs the UNet inside the pass for its own
+purpose (ControlNet's and Forge's reference-only run it on the reference image first), or runs
+part of it without gradients. Such calls are not recorded; a pass that leaves a selected layer
+unrecorded fails with ``MapsNotRecorded``, naming the layers, rather than guiding with maps that
+are not the latent's.
 """
 
 import math
@@ -30,6 +37,10 @@ LEVEL = 2  # latent/4: two 2x downsamplings
 
 class UnsupportedUNet(RuntimeError):
     """The UNet does not have the ldm/sgm block structure the layer selection reads."""
+
+
+class MapsNotRecorded(RuntimeError):
+    """A guidance pass ended without the maps of every selected layer, computed from the latent."""
 
 
 class PassComplete(BaseException):
@@ -105,17 +116,21 @@ def attention_probs(module: torch.nn.Module, x: torch.Tensor, context_k: torch.T
 
 @dataclass
 class Recording:
-    """Maps of one pass: ``maps`` [N, gh, gw, S] (mean over the selected layers and heads)."""
+    """Maps of one pass: ``maps`` [N, gh, gw, S] (mean over the selected layers and heads);
+    ``without_grad``: id -> name of selected layers that ran on an input without a gradient."""
     grid: tuple[int, int]
     expected: int
     layers: int = 0
     total: torch.Tensor | None = None
     seen: set = field(default_factory=set)
+    without_grad: dict[int, str] = field(default_factory=dict)
 
     @property
     def maps(self) -> torch.Tensor:
         if self.layers != self.expected:
-            raise RuntimeError(f"recorded {self.layers} of {self.expected} cross-attention layers")
+            missed = [name for key, name in self.without_grad.items() if key not in self.seen]
+            detail = f"; {', '.join(missed)} ran without a gradient to the latent" if missed else ""
+            raise MapsNotRecorded(f"recorded {self.layers} of {self.expected} cross-attention layers{detail}")
         return (self.total / self.layers).reshape(self.total.shape[0], *self.grid, self.total.shape[-1])
 
 
@@ -131,6 +146,7 @@ class Recorder:
         self.contexts = contexts
         self.fusable = fusable
         self.layers = [m for m, lv in attention_levels(unet) if lv == level]
+        self.names = {id(m): name for name, m in unet.named_modules() if any(m is l for l in self.layers)}
         if not self.layers:
             raise UnsupportedUNet(f"no cross-attention layer at level {level} (latent/{2 ** level})")
 
@@ -145,6 +161,9 @@ class Recorder:
             if context is None or id(module) in rec.seen:
                 return None
             x = args[0]
+            if torch.is_grad_enabled() and not x.requires_grad:
+                rec.without_grad[id(module)] = self.names[id(module)]
+                return None
             if x.shape[1] != n_q:
                 raise RuntimeError(f"cross-attention layer has {x.shape[1]} queries, expected {n_q} ({rec.grid})")
             with keep_saved():

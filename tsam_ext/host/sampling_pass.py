@@ -187,6 +187,10 @@ class SamplingPass:
                 if active is None:
                     self.guided.warn("the prompt schedule does not match the conditioning; that prompt is not guided")
                 rows[row] = RowTarget(i, self.texts[active] if active is not None else ())
-        outcome = self.guide(args["x"], step, rows, args["sigma"], tensor, args["image_cond"])
+        x = args["x"]
+        # the sampler's and other extensions' random streams go on as without T-SAM: an extension
+        # in the UNet call (ControlNet's reference-only) may draw from the global generator
+        with torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):
+            outcome = self.guide(x, step, rows, args["sigma"], tensor, args["image_cond"])
         if outcome is None:
             devices.torch_gc()

@@ -6,7 +6,7 @@ import contextlib
 import torch
 
 device = cpu = torch.device("cpu")
-dtype = dtype_unet = dtype_inference = torch.float32
+dtype = dtype_unet = dtype_inference = dtype_vae = torch.float32
 unet_needs_upcast = False
 fp8 = False
 gc_calls = 0

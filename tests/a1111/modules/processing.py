@@ -2,7 +2,9 @@
 ``...Img2Img``, ``process_images`` (hook order, ``torch.no_grad``, persistent cond cache shared
 by all jobs, per-batch conds), ``create_infotext`` and ``Processed``. The stand-in has no VAE:
 ``decode`` maps a latent to a PIL image by a fixed projection, ``Processed.latents`` keeps the
-final latents for tests, and img2img takes ``init_latent`` directly."""
+final latents for tests, and img2img takes ``init_latent`` directly and, for inpainting, the mask
+at latent size (``latent_mask`` [h, w], 1 = repaint) that ``init`` turns into ``mask`` / ``nmask``
+as the real one does from the mask image ("original" fill), blended back after sampling."""
 
 import re
 
@@ -152,21 +154,35 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
 
 
 class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
-    def __init__(self, init_latent=None, denoising_strength=0.75, **kwargs):
+    def __init__(self, init_latent=None, denoising_strength=0.75, latent_mask=None, **kwargs):
         super().__init__(denoising_strength=denoising_strength, **kwargs)
         self.init_latent = init_latent
+        self.latent_mask = latent_mask
         self.image_conditioning = None
+        self.mask = self.nmask = None
 
     def init(self, all_prompts, all_seeds, all_subseeds):
-        pass
+        if self.latent_mask is not None:
+            latmask = torch.as_tensor(self.latent_mask, dtype=torch.float32).round()
+            latmask = latmask[None].repeat(opt_C, 1, 1)
+            self.mask = (1.0 - latmask).to(shared.device).type(devices.dtype)
+            self.nmask = latmask.to(shared.device).type(devices.dtype)
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
         x = self.rng.next()
         init = self.init_latent.expand(x.shape[0], -1, -1, -1)
         self.scripts.process_before_every_sampling(p=self, x=init, noise=x, c=conditioning, uc=unconditional_conditioning)
-        return self.sampler.sample_img2img(self, init, x, conditioning, unconditional_conditioning,
-                                           image_conditioning=self.txt2img_image_conditioning(x))
+        samples = self.sampler.sample_img2img(self, init, x, conditioning, unconditional_conditioning,
+                                              image_conditioning=self.txt2img_image_conditioning(x))
+        if self.mask is not None:
+            blended_samples = samples * self.nmask + init * self.mask
+            if self.scripts is not None:
+                mba = scripts.MaskBlendArgs(samples, self.nmask, init, self.mask, blended_samples)
+                self.scripts.on_mask_blend(self, mba)
+                blended_samples = mba.blended_latent
+            samples = blended_samples
+        return samples
 
 
 class Processed:

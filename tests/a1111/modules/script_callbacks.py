@@ -29,6 +29,12 @@ def clear_callbacks():
     callback_map.clear()
 
 
+def remove_callbacks_for_function(callback_func):
+    for callbacks in callback_map.values():
+        for callback in [c for c in callbacks if c == callback_func]:
+            callbacks.remove(callback)
+
+
 def run(kind, *args):
     for callback in callback_map[kind]:
         callback(*args)

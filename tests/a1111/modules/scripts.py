@@ -1,12 +1,13 @@
 """Mirrors modules/scripts.py: ``Script`` (hooks, ``elem_id``, ``on_after_component``),
-``AlwaysVisible``, ``PostSampleArgs``, ``scripts_data``, and a ``ScriptRunner`` that builds
-always-on scripts' UIs into one ``inputs`` list (index 0 = the selectable-script dropdown) and
-calls their hooks with ``p.script_args[args_from:args_to]``, reporting (not raising) errors."""
+``AlwaysVisible``, ``PostSampleArgs``, ``MaskBlendArgs``, ``scripts_data``, and a ``ScriptRunner``
+that builds always-on scripts' UIs into one ``inputs`` list (index 0 = the selectable-script
+dropdown), keeps them as ``alwayson_scripts`` and calls their hooks (``on_mask_blend`` included)
+with ``p.script_args[args_from:args_to]``, reporting (not raising) errors."""
 
 import re
 from collections import namedtuple
 
-from modules import errors
+from modules import errors, script_callbacks  # noqa: F401  (extensions reach callbacks as scripts.script_callbacks)
 
 AlwaysVisible = object()
 ScriptClassData = namedtuple("ScriptClassData", ["script_class", "path", "basedir", "module"])
@@ -16,6 +17,18 @@ scripts_data: list = []
 class PostSampleArgs:
     def __init__(self, samples):
         self.samples = samples
+
+
+class MaskBlendArgs:
+    def __init__(self, current_latent, nmask, init_latent, mask, blended_latent, denoiser=None, sigma=None):
+        self.current_latent = current_latent
+        self.nmask = nmask
+        self.init_latent = init_latent
+        self.mask = mask
+        self.blended_latent = blended_latent
+        self.denoiser = denoiser
+        self.is_final_blend = denoiser is None
+        self.sigma = sigma
 
 
 class OnComponent:
@@ -56,9 +69,10 @@ class Script:
     def before_hr(self, p, *args): pass
     def post_sample(self, p, ps, *args): pass
     def postprocess(self, p, processed, *args): pass
+    def on_mask_blend(self, p, mba, *args): pass
 
 
-HOOKS = ("process", "process_before_every_sampling", "before_hr", "post_sample", "postprocess")
+HOOKS = ("process", "process_before_every_sampling", "before_hr", "post_sample", "postprocess", "on_mask_blend")
 
 
 class ScriptRunner:
@@ -70,6 +84,7 @@ class ScriptRunner:
             if script.show(is_img2img) is AlwaysVisible:
                 script.alwayson = True
                 self.scripts.append(script)
+        self.alwayson_scripts = self.scripts
         self.infotext_fields, self.paste_field_names = [], []
 
     def setup_ui(self):
@@ -120,3 +135,6 @@ class ScriptRunner:
 
     def postprocess(self, p, processed):
         self._run("postprocess", p, processed)
+
+    def on_mask_blend(self, p, mba):
+        self._run("on_mask_blend", p, mba)

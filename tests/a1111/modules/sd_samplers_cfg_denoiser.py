@@ -1,6 +1,7 @@
 """Mirrors modules/sd_samplers_cfg_denoiser.py ``CFGDenoiser``: the forward every sampler calls
 as ``model(x, sigma, **extra_args)`` (same data flow: the refiner switch, reconstruct conds at
-``self.step``, x_in copies per AND sub-prompt + uncond, denoiser callback, one batched UNet call
+``self.step``, the inpainting blend before (timestep samplers) or after the UNet (``apply_blend``,
+with the scripts' ``on_mask_blend``), x_in copies per AND sub-prompt + uncond, denoiser callback, one batched UNet call
 or separate calls for different token lengths, CFG combination, ``step += 1``), with SDXL's
 dict conds (``catenate_conds``, ``subscript_cond``, ``make_condition_dict`` spreading the dict)
 and ``update_inner_model``."""
@@ -70,8 +71,17 @@ class CFGDenoiser(torch.nn.Module):
         conds_list, tensor = prompt_parser.reconstruct_multicond_batch(cond, self.step)
         uncond = prompt_parser.reconstruct_cond_batch(uncond, self.step)
 
+        def apply_blend(current_latent):
+            blended_latent = current_latent * self.nmask + self.init_latent * self.mask
+            if self.p.scripts is not None:
+                from modules import scripts
+                mba = scripts.MaskBlendArgs(current_latent, self.nmask, self.init_latent, self.mask, blended_latent, denoiser=self, sigma=sigma)
+                self.p.scripts.on_mask_blend(self.p, mba)
+                blended_latent = mba.blended_latent
+            return blended_latent
+
         if self.mask_before_denoising and self.mask is not None:
-            x = x * self.nmask + self.init_latent * self.mask
+            x = apply_blend(x)
 
         batch_size = len(conds_list)
         repeats = [len(conds_list[i]) for i in range(batch_size)]
@@ -111,7 +121,7 @@ class CFGDenoiser(torch.nn.Module):
             self.last_noise_uncond = torch.clone(x_out[-uncond.shape[0]:])
         denoised = self.combine_denoised(x_out, conds_list, uncond, cond_scale * self.cond_scale_miltiplier)
         if not self.mask_before_denoising and self.mask is not None:
-            denoised = denoised * self.nmask + self.init_latent * self.mask
+            denoised = apply_blend(denoised)
 
         indexes = [c[0][0] for c in conds_list]
         self.sampler.last_latent = self.get_pred_x0(torch.cat([x_in[i:i + 1] for i in indexes]),
