@@ -43,6 +43,12 @@ def model_key(sd_model) -> tuple:
     return id(sd_model), getattr(sd_model, "sd_model_hash", None)
 
 
+def per_image(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """A mask or latent [C, h, w] or [1 | B, C, h, w] as [B, C, h, w]."""
+    t = t if t.dim() == 4 else t[None]
+    return t.expand(batch, *t.shape[1:])
+
+
 class SamplingPass:
     """One pass (txt2img, hires or img2img) of one batch under T-SAM."""
 

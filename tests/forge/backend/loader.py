@@ -18,6 +18,7 @@ from backend.diffusion_engine.sd15 import StableDiffusion
 from backend.diffusion_engine.sd20 import StableDiffusion2
 from backend.diffusion_engine.sdxl import StableDiffusionXL
 from backend.nn.unet import integrate
+from backend.operations import forge_layers
 
 SD2_TEXT_LAYERS = 23  # stable-diffusion-2-1/text_encoder/config.json: num_hidden_layers
 
@@ -84,12 +85,12 @@ def forge_loader(checkpoint):
         parts = (sd.unet, sd.clip_l, clip_g, projection)
         for part in parts:
             _inference_weights(part)
-        return StableDiffusionXL(integrate(sd.unet), sd.clip_l, clip_g, projection, sd.tokenizer, pad_tokenizer(sd.tokenizer))
+        return StableDiffusionXL(forge_layers(integrate(sd.unet)), sd.clip_l, clip_g, projection, sd.tokenizer, pad_tokenizer(sd.tokenizer))
     if family == "sd2":
         clip_h, _ = transformers_clip(sd.cond_stage_model.model, SD2_TEXT_LAYERS)
         for part in (sd.unet, clip_h):
             _inference_weights(part)
-        return StableDiffusion2(integrate(sd.unet), clip_h, pad_tokenizer(sd.tokenizer))
+        return StableDiffusion2(forge_layers(integrate(sd.unet)), clip_h, pad_tokenizer(sd.tokenizer))
     for part in (sd.unet, sd.text_model):
         _inference_weights(part)
-    return StableDiffusion(integrate(sd.unet), sd.text_model, sd.tokenizer)
+    return StableDiffusion(forge_layers(integrate(sd.unet)), sd.text_model, sd.tokenizer)

@@ -28,3 +28,8 @@ def unload_all_models():
 
 def soft_empty_cache(force=False):
     pass
+
+
+def get_free_memory(dev=None, torch_free_too=False):
+    """--always-cpu: the system's free RAM; here more than any test batch needs."""
+    return 1 << 40

@@ -76,8 +76,16 @@ class StableDiffusionProcessingImg2Img(_Img2Img):
         init = self.init_latent.expand(x.shape[0], -1, -1, -1)
         _reset_forge_objects(self)
         self.scripts.process_before_every_sampling(p=self, x=init, noise=x, c=conditioning, uc=unconditional_conditioning)
-        return self.sampler.sample_img2img(self, init, x, conditioning, unconditional_conditioning,
-                                           image_conditioning=self.txt2img_image_conditioning(x))
+        samples = self.sampler.sample_img2img(self, init, x, conditioning, unconditional_conditioning,
+                                              image_conditioning=self.txt2img_image_conditioning(x))
+        if self.mask is not None:  # :1870, as A1111
+            blended_samples = samples * self.nmask + init * self.mask
+            if self.scripts is not None:
+                mba = scripts.MaskBlendArgs(samples, self.nmask, init, self.mask, blended_samples)
+                self.scripts.on_mask_blend(self, mba)
+                blended_samples = mba.blended_latent
+            samples = blended_samples
+        return samples
 
 
 def process_images(p) -> Processed:  # noqa: F821

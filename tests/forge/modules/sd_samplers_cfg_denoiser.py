@@ -3,7 +3,10 @@ cond, cond_scale, s_min_uncond, image_cond)`` (:156): the timestep samplers' res
 k-diffusion x of the timestep's sigma (``classic_ddim_eps_estimation``), the conds reconstructed at
 ``self.step``, the denoiser callback, the hires pass's own CFG scale (``p.hr_cfg``), one
 ``sampling_function`` call that runs the UNet itself, ``last_latent``, the after-CFG callback,
-``step += 1``, and eps back for the timestep samplers. No inpainting masks here."""
+``step += 1``, and eps back for the timestep samplers. Inpainting (:184, :212): for every sampler
+the UNet sees x * nmask + noisy_initial_latent * mask, the original latent noised to this sigma
+with a fresh draw from the global generator, and the denoised result is blended with the
+original latent (then the scripts' ``on_mask_blend``)."""
 
 import torch
 
@@ -44,6 +47,10 @@ class CFGDenoiser(torch.nn.Module):
             sigma = real_sigma
         cond_composition, cond = prompt_parser.reconstruct_multicond_batch(cond, self.step)
         uncond = prompt_parser.reconstruct_cond_batch(uncond, self.step) if uncond is not None else None
+        if self.mask is not None:
+            predictor = self.inner_model.inner_model.forge_objects.unet.model.predictor
+            noisy_initial_latent = predictor.noise_scaling(sigma[:, None, None, None], torch.randn_like(self.init_latent).to(self.init_latent), self.init_latent, max_denoise=False)
+            x = x * self.nmask + noisy_initial_latent * self.mask
         params = CFGDenoiserParams(x, image_cond, sigma, state.sampling_step, state.sampling_steps, cond, uncond, self)
         cfg_denoiser_callback(params)
         if self.p.is_hr_pass:
@@ -53,6 +60,14 @@ class CFGDenoiser(torch.nn.Module):
         elif (self.step % 2 or opts.s_min_uncond_all) and s_min_uncond > 0 and sigma[0] < s_min_uncond:
             cond_scale = 1.0
         denoised, _cond_pred, _uncond_pred = sampling_function(self, params, cond_scale, cond_composition)
+        if self.mask is not None:
+            blended_latent = denoised * self.nmask + self.init_latent * self.mask
+            if self.p.scripts is not None:
+                from modules import scripts
+                mba = scripts.MaskBlendArgs(denoised, self.nmask, self.init_latent, self.mask, blended_latent, denoiser=self, sigma=sigma)
+                self.p.scripts.on_mask_blend(self.p, mba)
+                blended_latent = mba.blended_latent
+            denoised = blended_latent
         self.sampler.last_latent = denoised
         sd_samplers_common.store_latent(denoised)
         after = AfterCFGCallbackParams(denoised, state.sampling_step, state.sampling_steps)

@@ -52,19 +52,13 @@ def recorder_for(sd_model) -> Recorder:
     return Recorder(sd_model.model.diffusion_model, contexts=hypernetwork_contexts, fusable=webui_kernel)
 
 
-def per_image(t: torch.Tensor, batch: int) -> torch.Tensor:
-    """A mask or latent [C, h, w] or [1 | B, C, h, w] as [B, C, h, w]."""
-    t = t if t.dim() == 4 else t[None]
-    return t.expand(batch, *t.shape[1:])
-
-
 def blended(denoiser, p, x: torch.Tensor, sigma: torch.Tensor, images: list[int], batch: int) -> torch.Tensor:
     """The latent [k, C, h, w] the UNet sees for the rows ``x`` of ``images`` (of a batch of
     ``batch``) when the CFG denoiser blends before it: x * nmask + init_latent * mask, then the
     scripts' ``on_mask_blend`` (soft inpainting), as ``CFGDenoiser.forward``'s ``apply_blend``
     does (modules/sd_samplers_cfg_denoiser.py)."""
-    nmask, mask = per_image(denoiser.nmask, batch)[images], per_image(denoiser.mask, batch)[images]
-    init = per_image(denoiser.init_latent, batch)[images]
+    nmask, mask = sampling_pass.per_image(denoiser.nmask, batch)[images], sampling_pass.per_image(denoiser.mask, batch)[images]
+    init = sampling_pass.per_image(denoiser.init_latent, batch)[images]
     out = x * nmask + init * mask
     if p.scripts is not None:
         args = scripts.MaskBlendArgs(x, nmask, init, mask, out, denoiser=denoiser, sigma=sigma[images])
@@ -94,6 +88,6 @@ class SamplingPass(sampling_pass.SamplingPass):
             return sd_model.apply_model(z_rows, t[images], cond=condition_dict(sd_model, c, image_cond[images]))
 
         self.guided.explain = lambda: describe(replaced_forwards(unet))
-        movable = per_image(self.denoiser.nmask, x.shape[0]) if masked and not blend_first else None
+        movable = sampling_pass.per_image(self.denoiser.nmask, x.shape[0]) if masked and not blend_first else None
         with controlnet.guidance_pass(self.p, unet):
             return self.guided.guide(x, step, rows, run_unet, c_in, movable)

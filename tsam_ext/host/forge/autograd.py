@@ -3,12 +3,17 @@
 Forge loads every weight under ``torch.inference_mode`` (``backend/loader.py``, its
 ``ForgeOperations`` create the Parameters there; LoRA merges make new ones the same way) and
 samples inside ``torch.inference_mode``. Autograd refuses to save an inference tensor for the
-backward pass, and Forge's ``BasicTransformerBlock`` adds in place (``x += n``) to the tensor
-its LayerNorms just saved. ``trainable`` is the scope of one guidance pass that lifts both, and
-leaves nothing behind: every Parameter object Forge holds is back in place when it ends, so
+backward pass; Forge's ``BasicTransformerBlock`` adds in place (``x += n``) to the tensor its
+LayerNorms just saved; and its UNet adds each ControlNet residual in place (``apply_control``:
+``h += ctrl``) to a skip connection, which the next block has saved. With LoRA in online mode
+(the "fp16 LoRA" choices for fp8 / nf4 weights) each layer call merges its LoRA into a new weight
+in ``merge_lora_to_weight``, an ``@torch.inference_mode()`` function (backend/patcher/lora.py),
+so every merged weight is an inference tensor again. ``trainable`` is the scope of one guidance
+pass that lifts all four, and leaves nothing behind: every Parameter object Forge holds is back in place when it ends, so
 Forge's own sampling, its memory manager and its LoRA patcher never see a change.
 """
 
+import inspect
 from contextlib import ExitStack, contextmanager
 
 import torch
@@ -57,12 +62,52 @@ def cloned_layernorm_inputs(module: torch.nn.Module):
 
 
 @contextmanager
-def trainable(unet: torch.nn.Module):
-    """The scope of one guidance pass through ``unet``: inference mode off, weights aliased,
-    LayerNorm inputs cloned. Tensors made inside are normal tensors; an inference tensor from
-    outside (the sampler's latent) must be cloned before it is changed in place in here."""
+def residuals_on_copies():
+    """Inside: Forge's ``apply_control`` (backend/nn/unet.py) adds a residual to a copy of the
+    block output it is given, so the tensor an earlier block saved stays as autograd saved it."""
+    from backend.nn import unet as forge_unet
+
+    real = forge_unet.apply_control
+
+    def apply_control(h, control, name):
+        if control is not None and control.get(name):
+            h = h.clone()
+        return real(h, control, name)
+
+    forge_unet.apply_control = apply_control
+    try:
+        yield
+    finally:
+        forge_unet.apply_control = real
+
+
+@contextmanager
+def lora_merged_for_autograd():
+    """Inside: the layers' online LoRA merge (backend/operations.py calls ``merge_lora_to_weight``
+    by the name it imported) runs its undecorated body, in the pass's normal mode: the same
+    merged weight, as a tensor autograd can save."""
+    from backend import operations
+
+    real = operations.merge_lora_to_weight
+    operations.merge_lora_to_weight = inspect.unwrap(real)
+    try:
+        yield
+    finally:
+        operations.merge_lora_to_weight = real
+
+
+@contextmanager
+def trainable(*modules: torch.nn.Module):
+    """The scope of one guidance pass through ``modules`` (the UNet, the ControlNets): inference
+    mode off, weights aliased, LayerNorm inputs cloned, ControlNet residuals added to copies, online
+    LoRA merged outside inference mode. Tensors made inside are normal tensors;
+    an inference tensor from outside (the sampler's latent) must be cloned before it is changed
+    in place in here."""
     with ExitStack() as stack:
         stack.enter_context(torch.inference_mode(False))
-        stack.enter_context(normal_weights(unet))
-        stack.enter_context(cloned_layernorm_inputs(unet))
+        stack.enter_context(residuals_on_copies())
+        stack.enter_context(lora_merged_for_autograd())
+        for module in modules:
+            stack.enter_context(normal_weights(module))
+            stack.enter_context(cloned_layernorm_inputs(module))
         yield

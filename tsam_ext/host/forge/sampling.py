@@ -1,28 +1,31 @@
 """How Forge runs the UNet for a guidance pass.
 
 Forge's CFG denoiser no longer calls a k-diffusion model wrapper: ``sampling_function`` batches
-[uncond, cond] itself and calls ``KModel.apply_model(x, sigma, c_crossattn=..[, y=..])`` of
-``sd_model.forge_objects.unet`` (backend/modules/k_model.py), which feeds the UNet
-z = predictor.calculate_input(sigma, x). The guidance pass calls the same ``apply_model`` on the
-cond rows only (so neither the batch order nor CFG 1's skipped uncond matters), with the
-transformer options the patcher holds for this pass. DDIM, PLMS and UniPC hand the denoiser a
-timestep as ``sigma`` and their own x, which Forge rescales to the k-diffusion x of that
-timestep's sigma first (``classic_ddim_eps_estimation``): for them z = x.
+[uncond, cond] itself, with every patch, ControlNet, wrapper and modifier of the generation, and
+calls ``KModel.apply_model(x, sigma, ...)`` of ``sd_model.forge_objects.unet``
+(backend/modules/k_model.py), which feeds the UNet z = predictor.calculate_input(sigma, x). The
+guidance pass is that call for the cond rows only (``unet_call``; so neither the batch order nor
+CFG 1's skipped uncond matters), with the ControlNets' state kept for the sampler's calls
+(``controlnet.rows``). DDIM, PLMS and UniPC hand the denoiser a timestep as ``sigma`` and their
+own x, which Forge rescales to the k-diffusion x of that timestep's sigma first
+(``classic_ddim_eps_estimation``): for them z = x. When inpainting, Forge's denoiser blends
+before the UNet for every sampler (x * nmask + the original latent, noised with a fresh draw,
+* mask): the pass sees that blend, drawn from the same generator state (the pass runs in
+``fork_rng`` before the denoiser draws), so its gradient carries the mask and the kept region
+does not move.
 
 The pass runs inside the sampler's ``torch.inference_mode``: the guidance itself runs in
-``autograd.trainable`` on a normal copy of x, and the result goes back into the sampler's own
-(inference) x in place, in inference mode, where Forge allows it.
+``autograd.trainable`` (the UNet and the ControlNets) on a normal copy of x, and the result goes
+back into the sampler's own (inference) x in place, in inference mode, where Forge allows it.
 """
 
 import torch
 
-from backend.sampling.sampling_function import compute_cond_indices, compute_cond_mark
-
 from ...core.recorder import Recorder
 from .. import sampling_pass
+from ..foreign import describe, replaced_forwards
+from . import controlnet, unet_call
 from .autograd import trainable
-
-COND = 0  # Forge's mark of a conditional row (sampling_function.py: COND = 0, UNCOND = 1)
 
 
 def k_sigma(denoiser, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,24 +40,13 @@ def k_sigma(denoiser, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return real, (real ** 2 + 1).sqrt().reshape(-1, 1, 1, 1)
 
 
-def transformer_options(patcher, sigmas: torch.Tensor) -> dict:
-    """The transformer options ``sampling_function`` gives a batch of conditional rows: the
-    patcher's own (other extensions' attention patches included) with the cond marks."""
-    options = dict(patcher.model_options.get("transformer_options", {}))
-    options["cond_or_uncond"] = [COND]
-    options["sigmas"] = sigmas
-    options["cond_mark"] = compute_cond_mark(cond_or_uncond=[COND], sigmas=sigmas)
-    options["cond_indices"], options["uncond_indices"] = compute_cond_indices(cond_or_uncond=[COND], sigmas=sigmas)
-    return options
-
-
-def unet_conds(cond, ids: list[int]) -> dict:
-    """The text conds of rows ``ids`` as ``KModel.apply_model`` takes them (backend/sampling/
-    condition.py): SD 1.x / 2.x's cond tensor [B, S, D] as ``c_crossattn``; SDXL's dict as
-    ``c_crossattn`` = its ``crossattn`` [B, S, 2048] and ``y`` = its ``vector`` [B, 2816]."""
-    if isinstance(cond, dict):
-        return {"c_crossattn": cond["crossattn"][ids], "y": cond["vector"][ids]}
-    return {"c_crossattn": cond[ids]}
+def noisy_initial_latent(denoiser, sigma: torch.Tensor, batch: int) -> torch.Tensor:
+    """The original latent [B, C, h, w] noised to ``sigma`` [B] as Forge's ``CFGDenoiser.forward``
+    noises it for the inpainting blend (one draw from the global generator)."""
+    init = denoiser.init_latent
+    predictor = denoiser.inner_model.inner_model.forge_objects.unet.model.predictor
+    noisy = predictor.noise_scaling(sigma[:, None, None, None], torch.randn_like(init).to(init), init, max_denoise=False)
+    return sampling_pass.per_image(noisy, batch)
 
 
 class SamplingPass(sampling_pass.SamplingPass):
@@ -68,20 +60,43 @@ class SamplingPass(sampling_pass.SamplingPass):
     def guide(self, x, step, rows, sigma, cond, image_cond):
         patcher = self.patcher()
         model = patcher.model
-        concat = patcher.extra_concat_condition if patcher.extra_concat_condition is not None else image_cond
-        if not (isinstance(concat, torch.Tensor) and concat.shape[0] == x.shape[0] and concat.shape[2:] == x.shape[2:]):
-            concat = None  # sampling_function's rule: only an inpainting model's image cond matches x
-        with trainable(model.diffusion_model):
-            s, x_scale = k_sigma(self.denoiser, sigma)
-            c_in = model.predictor.calculate_input(s, torch.ones_like(x_scale))  # z = c_in * x_k
+        batch = x.shape[0]
+        s, x_scale = k_sigma(self.denoiser, sigma)
+        c_in = model.predictor.calculate_input(s, torch.ones_like(x_scale))  # z = c_in * x_k
+        concat = unet_call.concat_condition(patcher, image_cond, batch, x.shape[2:])
+        masked = getattr(self.denoiser, "mask", None) is not None
+        with trainable(model.diffusion_model, *controlnet.models(patcher)):
+            if masked:
+                noisy = noisy_initial_latent(self.denoiser, s, batch)
+                nmask, mask = sampling_pass.per_image(self.denoiser.nmask, batch), sampling_pass.per_image(self.denoiser.mask, batch)
 
             def run_unet(z_rows, ids):
                 images = [rows[k].image for k in ids]
-                return model.apply_model(z_rows / c_in[images], s[images], c_concat=None if concat is None else concat[images],
-                                         transformer_options=transformer_options(patcher, s[images]), **unet_conds(cond, ids))
+                x_rows = z_rows / c_in[images]
+                if masked:
+                    x_rows = x_rows * nmask[images] + noisy[images] * mask[images]
+                with controlnet.rows(patcher, images, batch):
+                    return unet_call.cond_prediction(self.denoiser, x_rows, s[images], unet_call.text_rows(cond, ids),
+                                                     None if concat is None else concat[images])
 
+            self.guided.explain = lambda: describe(replaced_forwards(model.diffusion_model, self.patches(patcher)))
             work = x.clone()
             outcome = self.guided.guide(work, step, rows, run_unet, c_in * x_scale)
         if outcome is not None:
             x.copy_(work)  # back in the sampler's inference mode, where its latent may change in place
         return outcome
+
+    @staticmethod
+    def patches(patcher) -> list:
+        """The callables other extensions put into Forge's UNet call: modifiers, wrappers,
+        attention and block patches (named when they cut the maps or the gradient)."""
+        options = patcher.model_options
+        transformer = options.get("transformer_options", {})
+        found = list(options.get("conditioning_modifiers", [])) + list(options.get("sampler_pre_cfg_function", []))
+        found += [options["model_function_wrapper"]] if "model_function_wrapper" in options else []
+        found += list(transformer.get("block_modifiers", []))
+        for kind in transformer.get("patches_replace", {}).values():
+            found += list(kind.values())
+        for patch in transformer.get("patches", {}).values():
+            found += list(patch)
+        return found

@@ -24,3 +24,7 @@ class KModel(torch.nn.Module):
         extra = {k: (v.to(dtype) if hasattr(v, "dtype") and v.dtype not in (torch.int, torch.long) else v) for k, v in kwargs.items()}
         out = self.diffusion_model(xc, t, context=context, control=control, transformer_options=transformer_options, **extra).float()
         return self.predictor.calculate_denoised(sigma, out, x)
+
+    def memory_required(self, input_shape):
+        area = input_shape[0] * input_shape[2] * input_shape[3]
+        return 1.28 * area * 4 * 16384
