@@ -133,7 +133,6 @@ def test_dict_argument_drives_the_script(webui):
 @pytest.mark.parametrize("setup,reason", [
     (lambda m: setattr(m, "is_sd3", True), "SD3 is a diffusion transformer"),
     (lambda m: setattr(shared.cmd_opts, "lowvram", True), "--lowvram"),
-    (lambda m: setattr(sd_unet, "current_unet", object()), "alternative UNet"),
 ])
 def test_unsupported_setups_are_refused_with_a_reason(webui, setup, reason):
     model = shared.sd_model
@@ -142,8 +141,36 @@ def test_unsupported_setups_are_refused_with_a_reason(webui, setup, reason):
         _, res = webui.generate(tsam=dict(enabled=True))
     finally:
         model.is_sd1, model.is_sdxl, model.is_sd3 = True, False, False
-        shared.cmd_opts.lowvram, sd_unet.current_unet = False, None
+        shared.cmd_opts.lowvram = False
     assert reason in params(res.infotexts[0])["T-SAM error"]
+
+
+class TensorRT(sd_unet.SdUnetOption):
+    label, model_name = "[TRT] random-sd15", "random-sd15"
+
+    def create_unet(self):
+        return sd_unet.SdUnet()
+
+
+@pytest.fixture
+def tensorrt():
+    sd_unet.unet_options.append(TensorRT())
+    yield
+    sd_unet.unet_options.clear()
+    sd_unet.apply_unet("None")
+    shared.opts.sd_unet = "Automatic"
+
+
+def test_the_alternative_unet_refusal_reads_the_unet_that_will_sample(webui, tensorrt):
+    """A1111 makes the "SD Unet" choice current after the scripts' ``process``: the refusal reads
+    that choice, not the UNet of the previous generation (before: one generation out of date)."""
+    shared.opts.sd_unet = TensorRT.label
+    _, first = webui.generate(tsam=dict(enabled=True, refine=False), steps=2)
+    assert sd_unet.current_unet is not None and "[TRT] random-sd15" in params(first.infotexts[0])["T-SAM error"]
+    shared.opts.sd_unet = "None"  # still current until processing applies the choice
+    _, second = webui.generate(tsam=dict(enabled=True, refine=False), steps=2)
+    assert "T-SAM error" not in params(second.infotexts[0]) and "T-SAM loss trace" in params(second.infotexts[0])
+    assert sd_unet.current_unet is None
 
 
 def test_out_of_memory_during_guidance_still_gives_an_image(webui, monkeypatch):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules import devices, infotext_utils, prompt_parser, rng, scripts, sd_hijack, sd_samplers, shared
+from modules import devices, infotext_utils, prompt_parser, rng, scripts, sd_hijack, sd_samplers, sd_unet, shared
 from modules.shared import opts, state
 
 opt_C, opt_f = 4, 8
@@ -226,6 +226,7 @@ def process_images(p) -> Processed:
     images, infotexts, latents = [], [], []
     with torch.no_grad():
         p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
+        sd_unet.apply_unet()
         for n in range(p.n_iter):
             p.iteration = n
             if state.skipped:

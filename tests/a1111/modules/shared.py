@@ -63,6 +63,7 @@ class State:
 
 
 opts = Options({
+    "sd_unet": "Automatic",
     "emphasis": "Original", "comma_padding_backtrack": 20, "CLIP_stop_at_last_layers": 1, "use_old_scheduling": False,
     "batch_cond_uncond": True, "skip_early_cond": 0.0, "s_min_uncond_all": False, "pad_cond_uncond": False,
     "pad_cond_uncond_v0": False, "live_preview_content": "Prompt", "enable_quantization": False,

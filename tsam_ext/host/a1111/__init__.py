@@ -23,8 +23,9 @@ def unsupported(p) -> str | None:
     """What stops T-SAM in this WebUI whatever the checkpoint, or None."""
     if getattr(shared.cmd_opts, "lowvram", False):
         return "--lowvram streams the UNet block by block, so no gradient can flow through it (--medvram works)"
-    if getattr(sd_unet, "current_unet", None) is not None:
-        return f"the alternative UNet {sd_unet.current_unet.__class__.__name__} has no attention layers T-SAM can read"
+    option = sd_unet.get_unet_option()  # what processing makes current after the scripts' process
+    if option is not None:
+        return f"the alternative UNet {option.label} (Settings: SD Unet) has no attention layers T-SAM can read"
     return None
 
 
