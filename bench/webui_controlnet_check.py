@@ -19,7 +19,7 @@ import re
 import sys
 import time
 
-from webui_check import FAST, Failed, WebUI, expect_guided, expect_steps, pixels, traces
+from webui_check import FAST, STEP_LINE, Failed, WebUI, expect_guided, expect_steps, pixels, traces
 
 SAMPLER = "Euler a"
 OWN_LINES = re.compile(r"T-SAM step \d+/\d+: |T-SAM loss \(first -> last guided pass\): ")
@@ -45,13 +45,13 @@ class Run:
     def __init__(self, ui: WebUI, model: str, steps: int):
         self.ui, self.model, self.steps = ui, model, steps
         self.image = control_image(ui.size)
-        self.plain = None  # T-SAM on without ControlNet: (infotexts, seconds), made once when asked
+        self.plain = None  # T-SAM on without ControlNet: (infotexts, seconds, console), made once when asked
 
-    def without_controlnet(self) -> tuple[dict, float]:
+    def without_controlnet(self) -> tuple[dict, float, str]:
         if self.plain is None:
             info, _, console, seconds = self.generate(FAST, None)
             guided(self, info, console)
-            self.plain = info, seconds
+            self.plain = info, seconds, console
         return self.plain
 
     def unit(self, **fields) -> dict:
@@ -94,7 +94,7 @@ def check_off(run: Run):
 
 
 def check_on(run: Run):
-    plain, plain_seconds = run.without_controlnet()
+    plain, plain_seconds, _ = run.without_controlnet()
     info, hashes, console, seconds = run.generate(FAST, [run.unit()])
     found = guided(run, info, console)
     with_cn, without = first_loss(info), first_loss(plain)
@@ -112,15 +112,25 @@ def check_batch(run: Run):
     return f"{found}; sha256 {hashes[0][:16]}, {hashes[1][:16]}; {seconds:.0f} s"
 
 
-def check_late_start(run: Run):
-    """Unit off before 50% of the steps: the first guided pass sees no residual, so its loss is
-    the one without ControlNet (same seed, same latent), and guidance runs on."""
-    info, _, console, seconds = run.generate(FAST, [run.unit(guidance_start=0.5)])
+def step_losses(console: str) -> list[float]:
+    """The loss of each guided step (before its refinement) from T-SAM's console lines."""
+    return [float(m[2]) for m in STEP_LINE.findall(console)]
+
+
+def check_late_start(run: Run, start: float):
+    """A unit that starts at ``start``: a guided step with the unit off has the loss without
+    ControlNet (same seed, same latent so far), one with it on another loss, and guidance runs on.
+    Which steps are off is what sampling applies: ControlNet's window reads ``state.sampling_step``,
+    which k-diffusion's callback sets after a step's model call, so call i sees step max(i - 1, 0)."""
+    info, _, console, seconds = run.generate(FAST, [run.unit(guidance_start=start)])
     found = guided(run, info, console)
-    late, without = first_loss(info), first_loss(run.without_controlnet()[0])
-    if not math.isclose(late, without, abs_tol=1.5e-4):  # the infotext's 4 decimals
-        raise Failed(f"first loss {late:.4f} with the unit off at step 1 vs {without:.4f} without ControlNet")
-    return f"{found}; first loss {late:.4f} == {without:.4f} without ControlNet; {seconds:.0f} s"
+    late, plain = step_losses(console), step_losses(run.without_controlnet()[2])
+    off = [max(i - 1, 0) / run.steps < start for i in range(len(late))]
+    wrong = [i + 1 for i, (a, b, o) in enumerate(zip(late, plain, off)) if math.isclose(a, b, abs_tol=1.5e-4) != o]
+    if len(late) != len(plain) or wrong:
+        raise Failed(f"step losses {late} vs {plain} without ControlNet, unit off at {off}: steps {wrong} wrong")
+    said = ", ".join(f"{a:.4f}{'==' if o else '!='}{b:.4f}" for a, b, o in zip(late, plain, off))
+    return f"{found}; step losses (with unit vs without ControlNet) {said}; {seconds:.0f} s"
 
 
 def check_reference(run: Run):
@@ -137,7 +147,8 @@ def check_two_units(run: Run):
 
 def checks(run: Run) -> dict:
     return {"T-SAM off == ControlNet alone": (check_off, run), "T-SAM on + ControlNet": (check_on, run),
-            "batch 2 + ControlNet": (check_batch, run), "ControlNet guidance start 0.5": (check_late_start, run),
+            "batch 2 + ControlNet": (check_batch, run), "ControlNet guidance start 0.5": (check_late_start, run, 0.5),
+            "ControlNet guidance start 0.3": (check_late_start, run, 0.3),
             "reference_only, batch 2": (check_reference, run), "two units (none + invert)": (check_two_units, run)}
 
 
@@ -152,7 +163,7 @@ def main() -> int:
     ui = WebUI(args.url, args.log, args.size)
     model = next(m for m in ui.get("/controlnet/model_list")["model_list"] if "random" in m)
     print(f"{args.url}: {ui.get('/sdapi/v1/options')['sd_model_checkpoint']}, ControlNet "
-          f"{ui.get('/controlnet/version')['version']} model {model}, {args.size} px, {args.steps} steps {SAMPLER}",
+          f"API {ui.get('/controlnet/version')['version']} model {model}, {args.size} px, {args.steps} steps {SAMPLER}",
           flush=True)
     run = Run(ui, model, args.steps)
     failed = 0
