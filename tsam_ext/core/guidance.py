@@ -203,8 +203,8 @@ def _batched(z, images, rows, run_unet, recorder, loss, smooth, truncate, limit:
         size, scale = limit.images or len(images), limit.loss_scale if half else 1.0
         try:
             with checkpointed(recorder.unet) if limit.checkpoint else nullcontext():
-                parts = [_loss_and_grad(z, images[i:i + size], rows, run_unet, recorder, loss, smooth, truncate, scale, length)
-                         for i in range(0, len(images), size)]
+                parts = [_loss_and_grad(z, images[i:i + size], rows, run_unet, recorder, loss, smooth, truncate, scale,
+                                        length) for i in range(0, len(images), size)]
         except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
             if not is_out_of_memory(e):
                 raise
