@@ -40,13 +40,32 @@ def test_early_stop_flag_reaches_the_refinement(small_sd):
     assert passes == {False: [31], True: [4]}
 
 
+def test_length_scaling_flag_reaches_the_guided_pass(small_sd):
+    """A 30-token prompt: the normalised loss is the reference's times the length factor."""
+    from tsam_ext.core.length import loss_factor
+    from tsam_ext.runtime.pipeline import generate
+    from tsam_ext.runtime.runner import parse_args, settings_from
+
+    prompt = "a black car and a white clock, a red apple on a blue plate, a green tree by a yellow house and a dog"
+    first = {}
+    for scaling in ("reference", "normalised"):
+        settings = settings_from(parse_args(["--length-scaling", scaling, "--no-refine", "--guided-steps", "34"]))
+        run = generate(small_sd, [prompt], [1], settings, steps=3, width=64, height=64, sampler="Euler", decode=False,
+                       log=lambda _m: None)
+        assert run.guided.length == scaling
+        first[scaling] = run.guided.trace[0].losses[0][0]
+    n = [c.n for c in run.rows[0].chunks]
+    assert n[0] > 7 and first["normalised"] == pytest.approx(loss_factor(n) * first["reference"], rel=1e-5)
+    assert parse_args([]).length_scaling == "normalised"
+
+
 def test_help_prints_every_option(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     assert "60%" in text  # argparse %-formats help: a bare "%" in a help text crashed --help
-    assert "--arch {sd1,sd2,sd2-v,sdxl}" in text and "--text-encoder" in text
+    assert "--arch {sd1,sd2,sd2-v,sdxl}" in text and "--text-encoder" in text and "--length-scaling" in text
 
 
 def test_defaults_are_small_on_random_weights_and_the_familys_own_with_a_checkpoint():

@@ -21,7 +21,8 @@ from tsam_ext.host import job, xyz
 XYZ_PATH = os.path.join(os.path.dirname(__file__), "a1111", "scripts", "xyz_grid.py")
 # a value for every control that is not its default
 CHANGED = dict(enabled=True, gamma=4.5, alpha=12.5, guided_steps=45, refine=False, refine_iterations=33, loss="paper",
-               gamma_order="paper", smoothing=False, hires=True, diagnostics=True, early_stop=True, text_encoder="bigg")
+               gamma_order="paper", smoothing=False, hires=True, diagnostics=True, early_stop=True, text_encoder="bigg",
+               length_scaling="reference")
 
 
 @pytest.fixture
@@ -182,7 +183,7 @@ def test_axes_register_once_with_readable_labels(webui):
     labels = [o.label for o in module.axis_options if o.label.startswith("[T-SAM]")]
     assert labels == ["[T-SAM] Enabled", "[T-SAM] Gamma", "[T-SAM] Alpha", "[T-SAM] Guided steps (%)",
                       "[T-SAM] Refinement iterations (0 = off)", "[T-SAM] Loss", "[T-SAM] Early stop",
-                      "[T-SAM] Text encoder for T (SDXL)"]
+                      "[T-SAM] Text encoder for T (SDXL)", "[T-SAM] Length scaling"]
     p = object()
     assert axis(module, "[T-SAM] Alpha").format_value(p, None, 7.5) == "T-SAM alpha: 7.5"
     assert axis(module, "[T-SAM] Enabled").format_value(p, None, "False") == "T-SAM: off"
@@ -190,6 +191,14 @@ def test_axes_register_once_with_readable_labels(webui):
     assert axis(module, "[T-SAM] Loss").choices() == ["reference", "paper"]
     assert axis(module, "[T-SAM] Early stop").choices() == ["False", "True"]
     assert axis(module, "[T-SAM] Early stop").format_value(p, None, "True") == "T-SAM early stop: on"
+    scaling = axis(module, "[T-SAM] Length scaling")
+    assert scaling.choices() == ["normalised", "reference"]
+    assert scaling.format_value(p, None, "reference") == "T-SAM length scaling: reference"
+    cell = types.SimpleNamespace()
+    scaling.apply(cell, "reference", None)
+    assert cell.tsam_length_scaling == "reference" and cell.tsam_axis
+    with pytest.raises(RuntimeError, match="length_scaling must be one of"):
+        module.process_axis(None, scaling, "", ["normalised", "normalized"])
 
 
 def test_axes_exist_in_api_only_mode(webui):
@@ -307,6 +316,8 @@ def test_script_info_shows_every_argument_with_its_range(webui):
     ([{"enabled": True}, 3.0, 5.0, 60, True, 20, "reference", "reference", True, False, False], dict(enabled=True)),
     ([True, 3.0, 5.0, 60.0, 1, 20.0, "paper"], dict(refine=True, refine_iterations=20, loss="paper")),
     ([True] + [None] * 10 + [1, "bigg"], dict(early_stop=True, text_encoder="bigg")),
+    ([True] + [None] * 12 + ["reference"], dict(length_scaling="reference")),
+    ([{"enabled": True, "length_scaling": "reference"}], dict(length_scaling="reference")),
     ([{"enabled": True, "early_stop": "true"}], dict(early_stop=True)),
     ([{"enabled": True, "alpha": 7}, 2.0, 9.0], dict(gamma=2.0, alpha=7.0)),  # after a dict: given; the dict wins
 ])
@@ -319,14 +330,15 @@ def test_api_arguments_positional_or_one_dict(args, expected):
 
 
 @pytest.mark.parametrize("args,message", [
-    ([True, "3"] + [0] * 12, "at most 13 arguments"),
-    ([{"enabled": True}] + [0] * 13, "at most 13 arguments"),
+    ([True, "3"] + [0] * 13, "at most 14 arguments"),
+    ([{"enabled": True}] + [0] * 14, "at most 14 arguments"),
     ([True, None], "gamma must be a number"),
     ([True, 3, 5, 60, "yes"], "refine must be true or false"),
     ([True, 3, float("nan")], "alpha must be finite"),
     ([{"enabled": True, "Gamma": 3}], "unknown T-SAM parameter 'Gamma'"),
     ([{"enabled": True, "loss": 1}], "loss must be one of reference, paper"),
     ([{"enabled": True, "early_stop": "maybe"}], "early_stop must be true or false"),
+    ([{"enabled": True, "length_scaling": "normalized"}], "length_scaling must be one of normalised, reference"),
 ])
 def test_api_argument_errors_say_what_is_wrong(args, message):
     with pytest.raises(settings.SettingsError, match=message):

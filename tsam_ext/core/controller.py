@@ -33,6 +33,7 @@ class GuidedPass:
     profile: SamplerProfile
     recorder: Recorder
     loss: str = "reference"
+    length: str = "normalised"  # length scaling of the loss (core.length)
     smooth: bool = True
     truncate: bool = True
     should_stop: Callable[[], bool] | None = None
@@ -84,7 +85,7 @@ class GuidedPass:
             out = guidance_step(x.float() * c_in, rows, run_unet, self.recorder, alpha, loss=self.loss,
                                 smooth=self.smooth, refinement=self.plan.refinement_for(step),
                                 truncate=self.truncate, should_stop=self.should_stop, limit=self.limit,
-                                keep_maps=keep, movable=movable)
+                                keep_maps=keep, movable=movable, length=self.length)
         except Exception as e:  # noqa: BLE001 - a guidance failure must never cost the image
             oom = is_out_of_memory(e)
             self.stopped = "out of memory" if oom else f"{type(e).__name__}: {e}"

@@ -3,8 +3,8 @@
 ``z`` [B, C, h, w] is the UNet-input latent of B images (for k-diffusion samplers x * c_in).
 A *row* is one conditional UNet input: an image with one prompt (an AND sub-prompt is a row of
 its own); each row carries the text targets of its 77-token chunks. All rows of a pass run as
-one UNet batch; the loss of an image is the sum over its rows and chunks, and its gradient is
-the image's own.
+one UNet batch; the loss of an image is the sum over its rows and chunks, times its length factor
+(``length.loss_factor``: 1 for the reference's prompts), and its gradient is the image's own.
 
 Out of memory, a pass falls back by itself, and the sampling pass keeps what it learnt
 (``BatchLimit``): first activation checkpointing over the transformer blocks (same gradient),
@@ -22,9 +22,10 @@ from typing import Callable, Sequence
 import torch
 
 from .checkpointing import checkpointed
+from .length import loss_factor, threshold
 from .loss import MIN_TOKENS, chunk_loss
 from .recorder import Recorder
-from .schedule import Refinement, refinement_threshold
+from .schedule import Refinement
 
 CHUNK = 77
 TOO_SHORT = {"reference": "prompt has fewer than 3 tokens (the reference loss needs a token pair before a third)",
@@ -57,6 +58,11 @@ class RowTarget:
 
     def guided(self, loss: str) -> bool:
         return any(c.n >= MIN_TOKENS[loss] for c in self.chunks)
+
+
+def token_counts(rows: Sequence[RowTarget], image: int) -> list[int]:
+    """n of every chunk of every row (AND sub-prompt) of ``image``."""
+    return [c.n for r in rows if r.image == image for c in r.chunks]
 
 
 # float16 loss scale: on CPU fp16 autocast (SD1.x layout, 64 channels, 32x32 latent) the unscaled
@@ -140,8 +146,9 @@ def row_losses(maps: torch.Tensor, rows: Sequence[RowTarget], loss: str, smooth:
 
 
 def _loss_and_grad(z: torch.Tensor, images: list[int], rows: Sequence[RowTarget], run_unet, recorder: Recorder,
-                   loss: str, smooth: bool, truncate: bool, scale: float = 1.0):
-    """One forward + backward over ``images``: (loss [k], grad [k, C, h, w], {row: maps}) in float32.
+                   loss: str, smooth: bool, truncate: bool, scale: float = 1.0, length: str = "normalised"):
+    """One forward + backward over ``images``: (loss [k], grad [k, C, h, w], {row: maps}) in float32,
+    each image's loss scaled by its ``length.loss_factor``.
     The backward runs on the loss times ``scale``; the gradient is divided by it again. A loss
     that does not reach the latent, or reaches it with a gradient of exactly zero, raises
     ``GradientBlocked``: guiding with it would move nothing, or not along the loss."""
@@ -154,6 +161,9 @@ def _loss_and_grad(z: torch.Tensor, images: list[int], rows: Sequence[RowTarget]
         per_row = row_losses(maps, [rows[i] for i in sel], loss, smooth)
         owner = torch.tensor([position[rows[i].image] for i in sel], device=per_row.device)
         per_image = per_row.new_zeros(len(images)).index_add(0, owner, per_row)
+        factors = [loss_factor(token_counts(rows, img), loss, length) for img in images]
+        if any(f != 1 for f in factors):  # never touched at factor 1: the reference's prompts stay bit-identical
+            per_image = per_image * per_image.new_tensor(factors)
         total = per_image.sum()
         if not total.requires_grad:
             raise GradientBlocked("the loss does not depend on the latent")
@@ -184,7 +194,8 @@ def _overflowed(parts) -> bool:
     return any(torch.isfinite(losses).all() and not torch.isfinite(grads).all() for losses, grads, _ in parts)
 
 
-def _batched(z, images, rows, run_unet, recorder, loss, smooth, truncate, limit: BatchLimit, notes: list[str]):
+def _batched(z, images, rows, run_unet, recorder, loss, smooth, truncate, limit: BatchLimit, notes: list[str],
+             length: str = "normalised"):
     """``_loss_and_grad`` over groups of at most ``limit.images`` images, falling back on
     out-of-memory (``_fall_back``) and lowering the float16 loss scale on overflow."""
     half = runs_in_float16(z, recorder.unet)
@@ -192,8 +203,8 @@ def _batched(z, images, rows, run_unet, recorder, loss, smooth, truncate, limit:
         size, scale = limit.images or len(images), limit.loss_scale if half else 1.0
         try:
             with checkpointed(recorder.unet) if limit.checkpoint else nullcontext():
-                parts = [_loss_and_grad(z, images[i:i + size], rows, run_unet, recorder, loss, smooth, truncate, scale)
-                         for i in range(0, len(images), size)]
+                parts = [_loss_and_grad(z, images[i:i + size], rows, run_unet, recorder, loss, smooth, truncate, scale,
+                                        length) for i in range(0, len(images), size)]
         except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
             if not is_out_of_memory(e):
                 raise
@@ -212,7 +223,8 @@ def guidance_step(z: torch.Tensor, rows: Sequence[RowTarget], run_unet: Callable
                   recorder: Recorder, alpha: float, *, loss: str = "reference", smooth: bool = True,
                   refinement: Refinement | None = None, truncate: bool = True,
                   should_stop: Callable[[], bool] | None = None, limit: BatchLimit | None = None,
-                  keep_maps: bool = False, movable: torch.Tensor | None = None) -> StepOutcome:
+                  keep_maps: bool = False, movable: torch.Tensor | None = None,
+                  length: str = "normalised") -> StepOutcome:
     """Move z down the T-SAM loss; returns the change (z itself is not modified).
 
     ``movable`` [B, 1 or C, h, w] in [0, 1] weighs each update where the host keeps part of the
@@ -225,7 +237,8 @@ def guidance_step(z: torch.Tensor, rows: Sequence[RowTarget], run_unet: Callable
     ``refinement.iterations`` (+ ``extra``) more at the same alpha. An image whose prompt is too
     short to give a gradient (fewer than 2 tokens; 3 for the reference loss, whose 2-token term
     is constant), or whose loss or gradient is not finite, is left unchanged with a reason; so is
-    every image when even the smallest checkpointed pass runs out of memory.
+    every image when even the smallest checkpointed pass runs out of memory. ``length`` is the
+    length scaling of the loss and the refinement threshold (``length.SCALINGS``).
     """
     limit = limit or BatchLimit()
     out = StepOutcome(delta=torch.zeros(z.shape, dtype=torch.float32, device=z.device))
@@ -235,7 +248,7 @@ def guidance_step(z: torch.Tensor, rows: Sequence[RowTarget], run_unet: Callable
             out.skipped[img] = TOO_SHORT[loss]
     active = [img for img in images if img not in out.skipped]
     budget = {img: 1 + (refinement.iterations if refinement else 0) for img in active}
-    threshold = {img: refinement_threshold(c.n for r in rows if r.image == img for c in r.chunks) for img in active}
+    stop_at = {img: threshold(token_counts(rows, img), loss, length) for img in active}
     base = z.detach().float()
     with frozen(recorder.unet), torch.enable_grad():
         while active:
@@ -245,7 +258,7 @@ def guidance_step(z: torch.Tensor, rows: Sequence[RowTarget], run_unet: Callable
             current = (base + out.delta).to(z.dtype)
             try:
                 losses, grads, maps = _batched(current, active, rows, run_unet, recorder, loss, smooth, truncate,
-                                               limit, out.notes)
+                                               limit, out.notes, length)
             except GuidanceOutOfMemory as e:
                 for img in active:  # updates of earlier passes of this step are kept
                     if img in out.losses:
@@ -267,7 +280,7 @@ def guidance_step(z: torch.Tensor, rows: Sequence[RowTarget], run_unet: Callable
                 history.append(value)
                 out.delta[img] -= alpha * (grad if movable is None else grad * movable[img].float())
                 done = len(history)
-                if refinement and done == refinement.iterations and refinement.extend(value, threshold[img]):
+                if refinement and done == refinement.iterations and refinement.extend(value, stop_at[img]):
                     budget[img] += refinement.extra
                 if done >= budget[img] or (refinement and refinement.converged(history)):
                     active.remove(img)

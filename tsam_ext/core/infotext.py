@@ -18,7 +18,10 @@ KEYS = {
     "hires": "T-SAM hires pass",
     "early_stop": "T-SAM early stop",
     "text_encoder": "T-SAM text encoder",
+    "length_scaling": "T-SAM length scaling",
 }
+# parameters of an image made before a setting existed: what T-SAM did then
+BEFORE = {"length_scaling": "reference"}
 MARKER = KEYS["gamma"]        # present exactly when T-SAM was on
 TRACE = "T-SAM loss trace"    # first -> last guided loss of the image
 WARNING = "T-SAM warning"     # guidance ran but something was skipped
@@ -44,6 +47,7 @@ def write(settings: Settings) -> dict[str, str]:
         KEYS["hires"]: str(settings.hires),
         KEYS["early_stop"]: str(settings.early_stop) if settings.refine else None,
         KEYS["text_encoder"]: settings.text_encoder,
+        KEYS["length_scaling"]: settings.length_scaling,
     }
     return {key: value for key, value in values.items() if value is not None}
 
@@ -54,10 +58,11 @@ def all_keys() -> tuple[str, ...]:
 
 def read(params: dict) -> dict:
     """Settings values from parsed infotext parameters: ``{"enabled": False}`` without T-SAM's
-    keys; otherwise ``enabled`` and every value that parses (a broken one is left out)."""
+    keys; otherwise ``enabled`` and every value that parses (a broken one is left out), with
+    ``BEFORE``'s values for keys an older T-SAM did not write."""
     if MARKER not in params:
         return {"enabled": False}
-    values = {"enabled": True}
+    values = {"enabled": True} | {name: value for name, value in BEFORE.items() if KEYS[name] not in params}
     for name, key in KEYS.items():
         if key not in params:
             continue

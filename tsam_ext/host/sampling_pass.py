@@ -145,7 +145,8 @@ class SamplingPass:
         profile = profile_for(self.sampler.funcname, bool(self.sampler.config and self.sampler.config.options.get("second_order")),
                               unipc=(shared.opts.uni_pc_variant, shared.opts.uni_pc_order), kwargs=kwargs)
         self.guided = GuidedPass(self.job.plan(steps), profile, self.recorder_for(shared.sd_model),
-                                 loss=self.job.settings.loss, smooth=self.job.settings.smoothing,
+                                 loss=self.job.settings.loss, length=self.job.settings.length_scaling,
+                                 smooth=self.job.settings.smoothing,
                                  should_stop=lambda: shared.state.interrupted or shared.state.skipped,
                                  keep_maps=self.job.settings.diagnostics, log=self.job.log,
                                  limit=BatchLimit(getattr(shared.opts, "tsam_max_batch", 0) or None,

@@ -192,6 +192,7 @@ def build(script, is_img2img: bool) -> list:
             with FormRow(elem_classes="tsam-row"):  # how T and the maps are compared
                 loss = _radio("loss", elem_id)
                 gamma_order = _radio("gamma_order", elem_id, visible=gamma_order_matters(default("loss")))
+                length_scaling = _radio("length_scaling", elem_id)
             with FormRow(elem_classes="tsam-row"):
                 # SDXL's choice of encoder: its semantics, and any rule to hide it for one-encoder
                 # models, belong to the SDXL backend
@@ -205,7 +206,8 @@ def build(script, is_img2img: bool) -> list:
         loss.change(fn=gamma_order_shown, inputs=[loss], outputs=[gamma_order], show_progress=False)
     controls = dict(enabled=enabled, gamma=gamma, alpha=alpha, guided_steps=guided_steps, refine=refine,
                     refine_iterations=refine_iterations, loss=loss, gamma_order=gamma_order, smoothing=smoothing,
-                    hires=hires, diagnostics=diagnostics, early_stop=early_stop, text_encoder=text_encoder)
+                    hires=hires, diagnostics=diagnostics, early_stop=early_stop, text_encoder=text_encoder,
+                    length_scaling=length_scaling)
     script.links.controls(hint=hint, guided_steps=guided_steps, refine=refine, gamma=gamma, gamma_order=gamma_order,
                           text_encoder=text_encoder, preview_button=preview_button, preview_image=preview_image)
     keys = [PasteKey(name) for name in NAMES]

@@ -76,6 +76,9 @@ def axes(xyz):
         option(f"{PREFIX} {BY_NAME['text_encoder'].label}", str, _apply("text_encoder"),
                format_value=_legend("T-SAM text encoder"), choices=lambda: list(BY_NAME["text_encoder"].choices),
                confirm=_confirm("text_encoder")),
+        option(f"{PREFIX} {BY_NAME['length_scaling'].label}", str, _apply("length_scaling"),
+               format_value=_legend("T-SAM length scaling"), choices=lambda: list(BY_NAME["length_scaling"].choices),
+               confirm=_confirm("length_scaling")),
     ]
 
 

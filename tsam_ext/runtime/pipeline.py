@@ -149,7 +149,7 @@ def generate(model: Diffusion, prompts: list[str], seeds: list[int], settings: S
                          Refinement(settings.refine_iterations, refinement.extra, refinement.tolerance,
                                     refinement.patience, early_stop=settings.early_stop) if settings.refine else None)
         guided = make_pass(plan, profile_for(func_name), Recorder(model.unet), loss=settings.loss,
-                           smooth=settings.smoothing, truncate=truncate, keep_maps=keep_maps, log=log)
+                           length=settings.length_scaling, smooth=settings.smoothing, truncate=truncate, keep_maps=keep_maps, log=log)
     denoiser = CFGDenoiser(model_wrap, cond, uncond, cfg_scale, guided, rows)
     x = initial_noise(seeds, (4, height // 8, width // 8), model.device) * sigmas[0]
     kwargs = {}

@@ -55,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-smoothing", action="store_true")
     ap.add_argument("--text-encoder", default=f["text_encoder"].default, choices=f["text_encoder"].choices,
                     help=_help(f["text_encoder"].help))
+    ap.add_argument("--length-scaling", default=f["length_scaling"].default, choices=f["length_scaling"].choices,
+                    help=_help(f["length_scaling"].help))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--half", action="store_true", help="fp16 weights and autocast (CUDA)")
     ap.add_argument("--out", default="tsam_compare.png")
@@ -72,7 +74,7 @@ def settings_from(args) -> Settings:
                                           refine=not args.no_refine, refine_iterations=args.refine_iterations,
                                           early_stop=args.early_stop,
                                           loss=args.loss, gamma_order=args.gamma_order, smoothing=not args.no_smoothing,
-                                          text_encoder=args.text_encoder)
+                                          text_encoder=args.text_encoder, length_scaling=args.length_scaling)
 
 
 def load_model(args):
