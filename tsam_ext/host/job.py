@@ -13,7 +13,7 @@ from ..core import diagnostics, infotext
 from ..core.recorder import Recorder, UnsupportedUNet
 from ..core.schedule import Refinement, make_plan
 from ..core.settings import NAMES, Settings, SettingsError, from_args
-from . import options
+from . import options, regional_prompter
 from .backend import current as backend
 from .sampling_pass import model_key
 from .text_targets import UnsupportedText
@@ -170,6 +170,10 @@ def before_sampling(p) -> None:
     job = getattr(p, ATTR, None)
     try:
         if job is None or (p.is_hr_pass and not job.settings.hires):
+            return
+        blocked = regional_prompter.blocks_guidance(p)
+        if blocked is not None:
+            job.warn(f"{blocked}; this image is generated without T-SAM")
             return
         backend.SamplingPass(job, p, hires=p.is_hr_pass).install()
     except Exception as e:  # noqa: BLE001 - never lose the generation to T-SAM
