@@ -173,3 +173,35 @@ def test_settings_option_forces_the_checkpointed_pass(webui):
         handle.remove()
     assert seen[:n] and all(seen[:n]) and not any(seen[n:])
     assert torch.equal(forced.latents[0], plain.latents[0])  # same gradient, same image
+
+
+def test_checkpointed_blocks_recompute_with_the_options_they_saw():
+    """Forge passes every transformer block one ``transformer_options`` dict and rewrites its
+    ``block_index`` before each block; a block-keyed patch must run on the same block in the
+    recompute (before: the backward's recompute saw the last block's index, a wrong gradient)."""
+    from tsam_ext.core.checkpointing import checkpointed
+
+    class BasicTransformerBlock(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+
+        def forward(self, x, transformer_options={}):
+            scale = {0: 1.0, 1: 3.0}[transformer_options["block_index"]]  # a patch keyed on the block
+            return torch.tanh(self.lin(x) * scale)
+
+    torch.manual_seed(0)
+    blocks = torch.nn.Sequential(BasicTransformerBlock(), BasicTransformerBlock())
+
+    def run(x):
+        options = {}
+        for i, block in enumerate(blocks):
+            options["block_index"] = i
+            x = block(x, transformer_options=options)
+        return x.square().sum()
+
+    x = torch.randn(3, 4, requires_grad=True)
+    plain, = torch.autograd.grad(run(x), x)
+    with checkpointed(blocks):
+        again, = torch.autograd.grad(run(x), x)
+    torch.testing.assert_close(again, plain, rtol=0, atol=0)

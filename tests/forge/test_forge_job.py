@@ -286,3 +286,23 @@ def test_the_guidance_pass_calls_the_unet_as_forge_does_for_cond_rows(forge, mon
     concat, options = calls[0]
     assert concat == (1, 5, 8, 8) and options["other_extension"] == "here"
     assert options["cond_or_uncond"] == [0] and options["cond_indices"] == [0] and options["uncond_indices"] == []
+
+
+def test_the_weight_swap_is_all_or_nothing(forge, monkeypatch):
+    """A failure part-way through aliasing Forge's weights puts back every weight swapped so far."""
+    autograd = host("tsam_ext.host.forge.autograd")
+    unet = forge.model.forge_objects.unet.model.diffusion_model
+    before = {k: id(v) for k, v in unet.named_parameters()}
+    real, calls = autograd.alias, []
+
+    def failing(t):
+        calls.append(1)
+        if len(calls) == 50:
+            raise RuntimeError("injected")
+        return real(t)
+
+    monkeypatch.setattr(autograd, "alias", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        with autograd.normal_weights(unet):
+            pass
+    assert {k: id(v) for k, v in unet.named_parameters()} == before

@@ -9,6 +9,12 @@ forward runs twice. The recorder's own tensors stay outside the checkpoint (see
 
 Per instance, for the scope only: ``block.forward`` is shadowed by a wrapper around whatever
 forward the block had on entry (its class's, or another extension's), then restored.
+
+A block's recompute must see the arguments its forward saw. Forge passes every block the same
+``transformer_options`` dict and rewrites its ``block`` / ``block_index`` before each block
+(backend/nn/unet.py), so by the backward the dict names the last block: each dict argument is
+therefore given to the block as a shallow copy taken at its call, the same in the forward and in
+the recompute.
 """
 
 import functools
@@ -20,7 +26,12 @@ from torch.utils.checkpoint import checkpoint
 BLOCK = "BasicTransformerBlock"
 
 
+def _frozen(value):
+    return dict(value) if isinstance(value, dict) else value
+
+
 def _checkpointed(forward, *args, **kwargs):
+    args, kwargs = tuple(map(_frozen, args)), {k: _frozen(v) for k, v in kwargs.items()}
     return checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
 

@@ -33,15 +33,16 @@ def normal_weights(module: torch.nn.Module):
     Parameters of a subclass (quantized GGUF / bnb weights, dequantized per layer by Forge in
     ordinary tensors) are left alone."""
     swapped = []
-    with torch.inference_mode(False):
-        for m in module.modules():
-            for store in (m._parameters, m._buffers):
-                for name, t in store.items():
-                    if t is None or not t.is_inference() or type(t) not in (torch.nn.Parameter, torch.Tensor):
-                        continue
-                    swapped.append((store, name, t))
-                    store[name] = torch.nn.Parameter(alias(t), requires_grad=False) if store is m._parameters else alias(t)
-    try:
+    try:  # all or nothing: a failure part-way puts back what was swapped so far
+        with torch.inference_mode(False):
+            for m in module.modules():
+                for store in (m._parameters, m._buffers):
+                    for name, t in list(store.items()):
+                        if t is None or not t.is_inference() or type(t) not in (torch.nn.Parameter, torch.Tensor):
+                            continue
+                        replacement = torch.nn.Parameter(alias(t), requires_grad=False) if store is m._parameters else alias(t)
+                        store[name] = replacement
+                        swapped.append((store, name, t))
         yield len(swapped)
     finally:
         for store, name, t in swapped:
