@@ -122,6 +122,7 @@ def test_every_control_reaches_the_pipeline_in_api_order(ui):
     expect(control("gamma_order")).to_be_visible()
     control("gamma_order").get_by_label("paper", exact=True).check()
     control("smoothing").locator("input[type=checkbox]").uncheck()
+    control("length_scaling").get_by_label("reference", exact=True).check()
     _set_number(expect, tab.locator("#txt2img_steps"), 30)
     hint = control("hint").locator(".tsam-hint")  # gradio 3.41 gives gr.HTML's id to two nested divs
     expect(hint).to_have_text("Guides steps 1-15 of 30; refines at step 1, 7, 13.")
@@ -138,7 +139,7 @@ def test_every_control_reaches_the_pipeline_in_api_order(ui):
 
     expected = dict(enabled=True, gamma=4.5, alpha=12.5, guided_steps=50, refine=False, refine_iterations=30,
                     loss="paper", gamma_order="paper", smoothing=False, hires=False, diagnostics=False,
-                    early_stop=True, text_encoder="both")
+                    early_stop=True, text_encoder="both", length_scaling="reference")
     args = _generate(page, tab, expect)
     assert args == [expected[name] for name in NAMES]
     assert args[0] is True

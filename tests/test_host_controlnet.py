@@ -11,7 +11,8 @@ import torch
 
 import webui as webui_mod
 from modules import shared
-from tsam_ext.core import controller, guidance
+from gradcheck import finite_difference_check
+from tsam_ext.core import controller
 from tsam_ext.core.infotext import TRACE, WARNING
 
 webui_mod.load_extension("sd-webui-controlnet")
@@ -80,23 +81,6 @@ UNITS = {
     "IP-Adapter": lambda cn: [unit(cn, "ip_adapter")],
     "two units": lambda cn: [unit(cn, "controlnet", weight=0.6), unit(cn, "ip_adapter", weight=0.5)],
 }
-
-
-def finite_difference_check(z, rows, run_unet, recorder, gradient, eps=0.05):
-    """(T-SAM's directional derivative, the loss's central difference) along the gradient and
-    along a random direction, on the same UNet call (ControlNet's forward, inside the pass)."""
-    def loss(zz):
-        with torch.enable_grad():
-            zz = zz.detach().requires_grad_(True)  # the pass's own input: other UNet runs are not recorded
-            maps = recorder.run(lambda: run_unet(zz[[r.image for r in rows]], list(range(len(rows)))), tuple(z.shape[-2:]))
-            return float(guidance.row_losses(maps, rows, "reference", True).sum())
-
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for d in (gradient / gradient.norm(), torch.randn(z.shape, generator=g)):
-        d = d / d.norm()
-        out.append((float((gradient * d).sum()), (loss(z + eps * d) - loss(z - eps * d)) / (2 * eps)))
-    return out
 
 
 @pytest.mark.parametrize("kind", list(UNITS))

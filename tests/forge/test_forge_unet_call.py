@@ -12,7 +12,8 @@ import gradio as gr
 import pytest
 import torch
 
-from tsam_ext.core import controller, guidance
+from gradcheck import finite_difference_check
+from tsam_ext.core import controller
 from tsam_ext.core.infotext import TRACE, WARNING
 
 PROMPT = "a black car and a white clock"
@@ -95,23 +96,6 @@ def first_losses(monkeypatch):
 
     monkeypatch.setattr(controller, "guidance_step", watching)
     return losses
-
-
-def finite_difference_check(z, rows, run_unet, recorder, gradient, eps=0.05):
-    """(T-SAM's directional derivative, the loss's central difference) along the gradient and a
-    random direction, through the same UNet call (Forge's batch, ControlNet included)."""
-    def loss(zz):
-        with torch.enable_grad():
-            zz = zz.detach().requires_grad_(True)
-            maps = recorder.run(lambda: run_unet(zz[[r.image for r in rows]], list(range(len(rows)))), tuple(z.shape[-2:]))
-            return float(guidance.row_losses(maps, rows, "reference", True).sum())
-
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for d in (gradient / gradient.norm(), torch.randn(z.shape, generator=g)):
-        d = d / d.norm()
-        out.append((float((gradient * d).sum()), (loss(z + eps * d) - loss(z - eps * d)) / (2 * eps)))
-    return out
 
 
 @pytest.mark.parametrize("batch_size", [1, 2])

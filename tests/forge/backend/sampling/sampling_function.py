@@ -132,6 +132,13 @@ def calc_cond_uncond_batch(model, cond, uncond, x_in, timestep, model_options):
         c = cond_cat(c)
         timestep_ = torch.cat([timestep] * batch_chunks)
         transformer_options = model_options["transformer_options"].copy() if "transformer_options" in model_options else {}
+        if patches is not None:
+            if "patches" in transformer_options:
+                cur_patches = transformer_options["patches"].copy()
+                for p in patches:
+                    cur_patches[p] = cur_patches[p] + patches[p] if p in cur_patches else patches[p]
+            else:
+                transformer_options["patches"] = patches
         transformer_options["cond_or_uncond"] = cond_or_uncond[:]
         transformer_options["sigmas"] = timestep
         transformer_options["cond_mark"] = compute_cond_mark(cond_or_uncond=cond_or_uncond, sigmas=timestep)
