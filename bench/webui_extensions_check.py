@@ -1,7 +1,10 @@
 """T-SAM beside other extensions in a running A1111, check by check, through its HTTP API: Dynamic
 Prompts (sd-dynamic-prompts), the built-in Lora and Hypertile, Regional Prompter (Attention mode).
 The harness of ``../shared/tools/webui/`` (random SD1.5 checkpoint) with those extensions installed
-and a random LoRA (``bench/make_random_lora.py``) in ``models/Lora``.
+and a random LoRA (``bench/make_random_lora.py``) in ``models/Lora``. Dynamic Prompts registers
+its settings (``dp_*``, read by its ``process``) only through ``on_ui_settings``: start the WebUI
+with its UI (``UI=1 ./start.sh``; ``--nowebui`` never runs those callbacks), and a snapshot older
+than its PR #760 registers them too late even then (AttributeError ``dp_ignore_whitespace``).
 
     python bench/webui_extensions_check.py --url http://127.0.0.1:7880 --log SERVER_LOG --lora NAME
                                            [--only NAME ...] [--size 256] [--steps 6]
@@ -159,8 +162,11 @@ def check_lora(run: Run):
             f"sha256 {hashes[0][:16]}; {seconds:.0f} s (without {t_plain:.0f} s)")
 
 
-def check_hypertile(run: Run):
-    info, hashes, console, seconds = run.generate(FAST, override_settings={"hypertile_enable_unet": True})
+def check_hypertile(run: Run, max_tile: int | None):
+    """Hypertile tiles the UNet's self-attention (attn1) by a random divisor of the latent side down
+    to ``max(128, tile) // 8`` latent px: at 256 px its default max tile (256) leaves one tile."""
+    settings = {"hypertile_enable_unet": True} | ({"hypertile_max_tile_unet": max_tile} if max_tile else {})
+    info, hashes, console, seconds = run.generate(FAST, override_settings=settings)
     found = guided(run, info, console)
     if "Hypertile U-Net: True" not in info["infotexts"][0]:
         raise Failed(f"no 'Hypertile U-Net: True' in the infotext ({found})")
@@ -191,7 +197,8 @@ def checks(run: Run, record: str | None) -> dict:
            "Regional Prompter": {"prompt": RP_PROMPT, "scripts": run.regional_prompter()}}
     found = {} if run.absent else {
         "Dynamic Prompts, batch 2, T-SAM on": (check_dp_on, run), "LoRA, T-SAM on": (check_lora, run),
-        "Hypertile, T-SAM on": (check_hypertile, run), "Regional Prompter Attention, T-SAM on": (check_rp_on, run)}
+        "Hypertile, T-SAM on": (check_hypertile, run, None),
+        "Hypertile max tile 128, T-SAM on": (check_hypertile, run, 128), "Regional Prompter Attention, T-SAM on": (check_rp_on, run)}
     return found | {f"{name}, T-SAM off == absent": (lambda r=request, n=name: check_off(run, n, record, **r),)
                     for name, request in off.items()}
 
