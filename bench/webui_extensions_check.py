@@ -190,6 +190,21 @@ def check_rp_on(run: Run):
             f"image sha256 {hashes[0][:16]}; {seconds:.0f} s")
 
 
+def check_rp_count(run: Run):
+    """RP's layer counter after a generation (its debug ``logger`` prints ``count = N`` at
+    postprocess): RP counts every hooked attn2 call and wraps at 16 (SD1.x), so sampling alone ends
+    at 0; each truncated T-SAM pass adds the calls it made. Also the query count RP saw at each
+    count == 0 (its ``input :`` debug line), which is the first layer only without extra calls."""
+    scripts = run.regional_prompter()
+    scripts["regional prompter"]["args"][1] = True  # a_debug
+    info, hashes, console, seconds = run.generate(FAST, prompt=RP_PROMPT, scripts=scripts)
+    counts = re.findall(r"^count = (\d+)", console, re.M)
+    inputs = re.findall(r"^input :  torch.Size\(\[(\d+), (\d+), (\d+)\]\)", console, re.M)
+    seen = sorted({(int(n), int(q)) for n, q, _c in inputs})
+    return (f"trace {traces(info)[0]}; RP count at the end {counts or 'not printed'}; "
+            f"(batch, queries) at RP's count 0: {seen}; sha256 {hashes[0][:16]}; {seconds:.0f} s")
+
+
 def checks(run: Run, record: str | None) -> dict:
     """Name: (function, its arguments); only the off == absent ones with ``--absent``."""
     off = {"Dynamic Prompts": {"batch": 2, "prompt": VARIANTS, "scripts": run.dynamic_prompts()},
@@ -198,7 +213,8 @@ def checks(run: Run, record: str | None) -> dict:
     found = {} if run.absent else {
         "Dynamic Prompts, batch 2, T-SAM on": (check_dp_on, run), "LoRA, T-SAM on": (check_lora, run),
         "Hypertile, T-SAM on": (check_hypertile, run, None),
-        "Hypertile max tile 128, T-SAM on": (check_hypertile, run, 128), "Regional Prompter Attention, T-SAM on": (check_rp_on, run)}
+        "Hypertile max tile 128, T-SAM on": (check_hypertile, run, 128), "Regional Prompter Attention, T-SAM on": (check_rp_on, run),
+        "Regional Prompter count, T-SAM on": (check_rp_count, run)}
     return found | {f"{name}, T-SAM off == absent": (lambda r=request, n=name: check_off(run, n, record, **r),)
                     for name, request in off.items()}
 
