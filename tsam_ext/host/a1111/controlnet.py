@@ -43,6 +43,7 @@ import torch
 from modules import processing, shared
 
 from ...core.guidance import frozen
+from ..attributes import restored
 
 UNIT_STATE = ("guidance_stopped", "used_hint_cond", "used_hint_cond_latent", "used_hint_inpaint_hijack")
 BATCH_CACHES = ("used_hint_cond_latent", "used_hint_inpaint_hijack")  # sized by the forward's batch
@@ -51,7 +52,6 @@ HOOK_STATE = ("current_uc_indices", "current_c_indices", "is_in_high_res_fix", "
 UNET_STATE = ("cond_mark", "is_in_high_res_fix", "current_sampling_percent", "current_h_shape")
 BANKS = ("bank", "style_cfgs", "mean_bank", "var_bank")
 COND_CACHES = ("cached_c", "cached_uc")
-ABSENT = object()
 
 
 def network(p, unet):
@@ -73,20 +73,6 @@ class GradTorch:
 
     def __getattr__(self, name):
         return nullcontext if name == "no_grad" else getattr(self._th, name)
-
-
-@contextmanager
-def restored(pairs):
-    """Every ``(object, attribute)`` of ``pairs`` as it was before the scope (absent stays absent)."""
-    saved = [(obj, name, getattr(obj, name, ABSENT)) for obj, name in pairs]
-    try:
-        yield
-    finally:
-        for obj, name, value in reversed(saved):
-            if value is not ABSENT:
-                setattr(obj, name, value)
-            elif hasattr(obj, name):
-                delattr(obj, name)
 
 
 @contextmanager

@@ -20,6 +20,8 @@ import torch
 
 from backend.patcher.controlnet import broadcast_image_to
 
+from ..attributes import restored
+
 CACHED = ("cond_hint_original", "cond_hint", "control_input")
 
 
@@ -31,16 +33,13 @@ def models(patcher) -> list[torch.nn.Module]:
 @contextmanager
 def rows(patcher, images: list[int], batch: int):
     """Scope of one UNet call of the pass over rows of ``images`` (of a batch of ``batch``)."""
-    saved = [(c, {k: vars(c)[k] for k in CACHED if k in vars(c)}) for c in patcher.list_controlnets()]
-    try:
-        for c, state in saved:
-            hint = state.get("cond_hint_original")
+    cnets = patcher.list_controlnets()
+    with restored([(c, name) for c in cnets for name in CACHED if hasattr(c, name)]):
+        for c in cnets:
+            hint = c.cond_hint_original
             if isinstance(hint, torch.Tensor) and hint.shape[0] > 1:
                 c.cond_hint_original = broadcast_image_to(hint, batch, 1)[images]
             c.cond_hint = None
-            if "control_input" in state:
+            if hasattr(c, "control_input"):
                 c.control_input = None
         yield
-    finally:
-        for c, state in saved:
-            vars(c).update(state)
