@@ -279,10 +279,18 @@ def main() -> int:
     ui = WebUI(args.url, args.log, args.size)
     model = ui.get("/sdapi/v1/options")["sd_model_checkpoint"]
     print(f"{args.url}: {model} ({args.family}), {args.size} px", flush=True)
+    return report({name: (func, ui, *fargs) for name, (func, *fargs) in checks(args.family, args).items()})
+
+
+def report(found: dict, only=None) -> int:
+    """Run each check ``name: (func, *args)`` whose name contains one of ``only`` (all without),
+    one ``PASS``/``FAIL`` line each; 1 if any failed, else 0."""
     failed = 0
-    for name, (func, *fargs) in checks(args.family, args).items():
+    for name, (func, *fargs) in found.items():
+        if only and not any(o.lower() in name.lower() for o in only):
+            continue
         try:
-            print(f"PASS {name}: {func(ui, *fargs)}", flush=True)
+            print(f"PASS {name}: {func(*fargs)}", flush=True)
         except Exception as e:  # noqa: BLE001 - a failed check is reported, the next one runs
             failed += 1
             print(f"FAIL {name}: {type(e).__name__ if not isinstance(e, Failed) else ''} {e}".replace("  ", " "),

@@ -19,7 +19,7 @@ import re
 import sys
 import time
 
-from webui_check import FAST, STEP_LINE, Failed, WebUI, expect_guided, expect_steps, pixels, traces
+from webui_check import FAST, STEP_LINE, Failed, WebUI, expect_guided, expect_steps, pixels, traces, report
 
 SAMPLER = "Euler a"
 OWN_LINES = re.compile(r"T-SAM step \d+/\d+: |T-SAM loss \(first -> last guided pass\): ")
@@ -166,17 +166,7 @@ def main() -> int:
           f"API {ui.get('/controlnet/version')['version']} model {model}, {args.size} px, {args.steps} steps {SAMPLER}",
           flush=True)
     run = Run(ui, model, args.steps)
-    failed = 0
-    for name, (func, *fargs) in checks(run).items():
-        if args.only and not any(o.lower() in name.lower() for o in args.only):
-            continue
-        try:
-            print(f"PASS {name}: {func(*fargs)}", flush=True)
-        except Exception as e:  # noqa: BLE001 - a failed check is reported, the next one runs
-            failed += 1
-            print(f"FAIL {name}: {type(e).__name__ if not isinstance(e, Failed) else ''} {e}".replace("  ", " "),
-                  flush=True)
-    return 1 if failed else 0
+    return report(checks(run), args.only)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import re
 import sys
 import time
 
-from webui_check import FAST, PROMPT, STEP_LINE, Failed, WebUI, expect_guided, expect_steps, pixels, traces
+from webui_check import FAST, PROMPT, STEP_LINE, Failed, WebUI, expect_guided, expect_steps, pixels, traces, report
 
 SAMPLER = "Euler a"
 SEED = 1234
@@ -235,17 +235,7 @@ def main() -> int:
     print(f"{args.url}: {ui.get('/sdapi/v1/options')['sd_model_checkpoint']}, {run.dp_name}, "
           f"{args.size} px, {args.steps} steps {SAMPLER}, seed {SEED}{', T-SAM absent' if args.absent else ''}",
           flush=True)
-    failed = 0
-    for name, (func, *fargs) in checks(run, args.off_hashes).items():
-        if args.only and not any(o.lower() in name.lower() for o in args.only):
-            continue
-        try:
-            print(f"PASS {name}: {func(*fargs)}", flush=True)
-        except Exception as e:  # noqa: BLE001 - a failed check is reported, the next one runs
-            failed += 1
-            print(f"FAIL {name}: {type(e).__name__ if not isinstance(e, Failed) else ''} {e}".replace("  ", " "),
-                  flush=True)
-    return 1 if failed else 0
+    return report(checks(run, args.off_hashes), args.only)
 
 
 if __name__ == "__main__":
