@@ -67,8 +67,8 @@ def test_textual_inversion_vectors_count_as_tokens(forge):
 
 def test_targets_are_encoded_with_the_text_encoder_loaded_and_are_normal_tensors(forge):
     memory = importlib.import_module("backend.memory_management")
-    memory.loaded.clear()
+    memory.current_loaded_models.clear()
     with torch.inference_mode():  # where Forge calls process_before_every_sampling
         got = targets(forge, "a red cube on a blue box")
-    assert memory.loaded and memory.loaded[0] is forge.model.forge_objects.clip.patcher
+    assert memory.current_loaded_models[0].model is forge.model.forge_objects.clip.patcher
     assert not got[0].t.is_inference(), "the guidance pass saves T for its backward pass"

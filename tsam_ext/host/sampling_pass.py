@@ -152,7 +152,12 @@ class SamplingPass:
                                  limit=BatchLimit(getattr(shared.opts, "tsam_max_batch", 0) or None,
                                                   checkpoint=bool(getattr(shared.opts, "tsam_checkpoint", False))))
 
-    def follow_model(self, step: int) -> bool:
+    def resume_sampling(self, x: torch.Tensor) -> None:
+        """Load back what the sampler holds, after T-SAM loaded a text encoder in the middle of
+        sampling (``x``: the sampler's latent). Nothing to do where the host moves models when
+        they are called (A1111's low-VRAM modes)."""
+
+    def follow_model(self, step: int, x: torch.Tensor) -> bool:
         """Keep guidance on the checkpoint that is loaded now. The WebUI may switch to a refiner
         in the middle of sampling (``apply_refiner`` in the CFG denoiser: new weights, in the same
         model object or another one, new conds, a new inner model); the call that switches is
@@ -173,6 +178,7 @@ class SamplingPass:
         self.guided.recorder = self.recorder_for(model)
         self.texts = self.job.texts_for(model)
         self.texts.prepare(self.all_texts())
+        self.resume_sampling(x)
         self.model = model_key(model)
         self.job.log(f"T-SAM: the refiner {name} took over in step {step}; guidance goes on from step {step + 1} "
                      f"with its own layers and text target")
@@ -182,7 +188,7 @@ class SamplingPass:
         if self.guided is None:
             return
         step = self.guided.begin_call()
-        if step is None or shared.state.interrupted or shared.state.skipped or not self.follow_model(step):
+        if step is None or shared.state.interrupted or shared.state.skipped or not self.follow_model(step, args["x"]):
             return
         cond = args["cond"]
         call = self.denoiser.step

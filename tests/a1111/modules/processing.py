@@ -36,6 +36,7 @@ class StableDiffusionProcessing:
         self.scripts, self.script_args = scripts_runner, list(script_args or [])
         self.extra_generation_params = {}
         self.comments = {}
+        self.disable_extra_networks = False
         self.is_hr_pass = False
         self.sampler = None
         self.iteration = 0

@@ -21,6 +21,10 @@ class CheckpointInfo:
     def calculate_shorthash(self):
         return f"{abs(hash(self.name)) % 16 ** 10:010x}"
 
+    @property
+    def short_title(self):
+        return f"{self.name} [{self.calculate_shorthash()}]"
+
 
 class FakeInitialModel:
     """What ``shared.sd_model`` is until the first generation loads a checkpoint (:385)."""
@@ -34,6 +38,9 @@ class ModelData:
         self.sd_model = FakeInitialModel()
         self.forge_hash = None
         self.forge_loading_parameters = {}
+
+    def get_sd_model(self):
+        return self.sd_model
 
 
 model_data = ModelData()

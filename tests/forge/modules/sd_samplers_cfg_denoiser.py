@@ -1,6 +1,7 @@
 """Mirrors Forge's modules/sd_samplers_cfg_denoiser.py ``CFGDenoiser.forward(x, sigma, uncond,
 cond, cond_scale, s_min_uncond, image_cond)`` (:156): the timestep samplers' rescaling of x to the
-k-diffusion x of the timestep's sigma (``classic_ddim_eps_estimation``), the conds reconstructed at
+k-diffusion x of the timestep's sigma (``classic_ddim_eps_estimation``), the refiner switch
+(``apply_refiner``, then the new conds; ``update_inner_model``, :93), the conds reconstructed at
 ``self.step``, the denoiser callback, the hires pass's own CFG scale (``p.hr_cfg``), one
 ``sampling_function`` call that runs the UNet itself, ``last_latent``, the after-CFG callback,
 ``step += 1``, and eps back for the timestep samplers. Inpainting (:184, :212): for every sampler
@@ -35,6 +36,12 @@ class CFGDenoiser(torch.nn.Module):
     def inner_model(self):
         raise NotImplementedError()
 
+    def update_inner_model(self):
+        self.model_wrap = None
+        c, uc = self.p.get_conds()
+        self.sampler.sampler_extra_args["cond"] = c
+        self.sampler.sampler_extra_args["uncond"] = uc
+
     def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
         if state.interrupted or state.skipped:
             raise sd_samplers_common.InterruptedException
@@ -45,6 +52,9 @@ class CFGDenoiser(torch.nn.Module):
             real_sigma = fake_sigmas[sigma.round().long().clip(0, int(fake_sigmas.shape[0]))]
             x = x * ((real_sigma ** 2.0 + 1.0) ** 0.5)[:, None, None, None]
             sigma = real_sigma
+        if sd_samplers_common.apply_refiner(self, x):
+            cond = self.sampler.sampler_extra_args["cond"]
+            uncond = self.sampler.sampler_extra_args["uncond"]
         cond_composition, cond = prompt_parser.reconstruct_multicond_batch(cond, self.step)
         uncond = prompt_parser.reconstruct_cond_batch(uncond, self.step) if uncond is not None else None
         if self.mask is not None:

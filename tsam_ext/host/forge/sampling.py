@@ -20,6 +20,7 @@ back into the sampler's own (inference) x in place, in inference mode, where For
 """
 
 import torch
+from backend.sampling.sampling_function import sampling_prepare
 
 from ...core.recorder import Recorder
 from .. import sampling_pass
@@ -53,6 +54,13 @@ class SamplingPass(sampling_pass.SamplingPass):
     def patcher(self):
         """The UnetPatcher of this sampling pass (what ``sampling_function`` samples with)."""
         return self.denoiser.inner_model.inner_model.forge_objects.unet
+
+    def resume_sampling(self, x):
+        """Loading the refiner's text encoder for T may have unloaded its UNet and ControlNets
+        (``free_memory`` unloads every model not kept: always under --always-offload-from-vram,
+        else when VRAM is short), and Forge's sampling would then meet them on the CPU: load them
+        back as ``apply_refiner`` does after its own text pass."""
+        sampling_prepare(self.patcher(), x=x)
 
     def recorder_for(self, sd_model):
         return Recorder(sd_model.forge_objects.unet.model.diffusion_model)

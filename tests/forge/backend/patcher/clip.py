@@ -4,6 +4,7 @@ CLIPTextModel), their tokenizers and the ModelPatcher that loads them."""
 
 import torch
 
+from backend import memory_management
 from backend.patcher.base import ModelPatcher
 
 
@@ -24,4 +25,5 @@ class CLIP:
         for name, model in model_dict.items():
             setattr(self.cond_stage_model, name, model)
         self.tokenizer = type("Tokenizers", (), dict(tokenizer_dict))()
-        self.patcher = ModelPatcher(self.cond_stage_model)
+        self.patcher = ModelPatcher(self.cond_stage_model, load_device=memory_management.text_encoder_device(),
+                                    offload_device=memory_management.text_encoder_offload_device())

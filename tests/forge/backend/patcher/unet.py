@@ -6,6 +6,7 @@ the UNet function wrapper)."""
 
 import copy
 
+from backend import memory_management
 from backend.modules.k_model import KModel
 from backend.patcher.base import ModelPatcher
 
@@ -13,7 +14,10 @@ from backend.patcher.base import ModelPatcher
 class UnetPatcher(ModelPatcher):
     @classmethod
     def from_model(cls, model, predictor):
-        return UnetPatcher(KModel(model=model, k_predictor=predictor))
+        """The devices are those backend/loader.py gives the UNet (:146-173)."""
+        return UnetPatcher(KModel(model=model, k_predictor=predictor), load_device=memory_management.get_torch_device(),
+                           offload_device=memory_management.unet_offload_device(),
+                           current_device=memory_management.unet_inital_load_device())
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -226,9 +226,12 @@ def sampling_function(self, denoiser_params, cond_scale, cond_composition):
 
 
 def sampling_prepare(unet, x):
+    """:366, without the memory the ControlNets and online LoRAs ask to keep free beside the UNet's."""
     B, C, H, W = x.shape
-    memory_management.load_models_gpu(models=[unet] + [c.control_model_wrapped for c in unet.list_controlnets() if hasattr(c, "control_model_wrapped")],
-                                      memory_required=unet.model.memory_required([B * 2, C, H, W]))
+    memory_estimation_function = unet.model_options.get("memory_peak_estimation_modifier", unet.memory_required)
+    additional_model_patchers = [] if unet.controlnet_linked_list is None else unet.controlnet_linked_list.get_models()
+    memory_management.load_models_gpu(models=[unet] + additional_model_patchers,
+                                      memory_required=memory_estimation_function([B * 2, C, H, W]))
     real_model = unet.model
     for cnet in unet.list_controlnets():
         cnet.pre_run(real_model, lambda p: real_model.predictor.percent_to_sigma(p))
