@@ -75,3 +75,16 @@ def test_a_refiner_switch_keeps_its_unet_loaded_for_sampling(forge, small_sd, gp
     assert [s for s, _ in seen] == list(range(6)) and all(current for _, current in seen)
     assert "T-SAM loss trace" in got and torch.isfinite(res.latents[0]).all()
     assert not torch.equal(res.latents[0], alone.latents[0])
+
+
+def test_hires_fix_and_img2img_are_guided_with_every_model_offloaded_between_uses(forge, small_sd, gpu, monkeypatch):
+    gpu(vram=0, always_offload=True)
+    seen = spy_guided(monkeypatch)
+    _, res = forge.generate(tsam=dict(enabled=True, refine=False), prompt=PROMPT, enable_hr=True, hr_scale=1.5,
+                            hr_second_pass_steps=4, denoising_strength=0.5, steps=5)
+    init = torch.randn(1, 4, 16, 16)
+    _, res2 = forge.generate(tsam=dict(enabled=True, refine=False), img2img=True, init_latent=init, denoising_strength=0.5)
+    for r in (res, res2):
+        got = host("modules.infotext_utils").parse_generation_parameters(r.infotexts[0])
+        assert "T-SAM loss trace" in got and "T-SAM warning" not in got, got
+    assert seen and all(current for _, current in seen)
