@@ -33,7 +33,8 @@ FIELDS = (
           "fewer, stronger partners.", 0.5, 8.0, 0.1),
     Field("alpha", float, 5.0, "Alpha (step size)",
           "How far each guided step moves the image (tuned by the authors on 4-7 token prompts; Length scaling "
-          "keeps that step at every prompt length). Too high breaks the image; too low changes nothing.",
+          "keeps long prompts' steps near that size: 0.6-1.2x on SD 1.x / 2.x, up to 3x on SDXL at 75 tokens, "
+          "docs/length.md). Too high breaks the image; too low changes nothing.",
           0.0, 40.0, 0.5),
     Field("guided_steps", int, 60, "Guided steps (% of sampling steps)",
           "Guidance runs on the first part of sampling, where the layout forms: 60% is 12 of 20 steps, "
