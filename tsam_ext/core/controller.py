@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 
 from .guidance import TOO_SHORT, BatchLimit, GradientBlocked, RowTarget, StepOutcome, guidance_step, is_out_of_memory
+from .memory_plan import PassTooLarge, fit, free_bytes, image_rows
 from .recorder import MapsNotRecorded, Recorder
 from .samplers import SamplerProfile
 from .schedule import Plan
@@ -48,6 +49,9 @@ class GuidedPass:
     pending: torch.Tensor | None = None
     limit: BatchLimit = field(default_factory=BatchLimit)
     explain: Callable[[], str | None] = lambda: None  # the host's word on what cut a missing map or gradient
+    # peak bytes of a pass over the images of z with these rows, checkpointed or not (memory_plan.pass_peak)
+    estimate: Callable[[torch.Tensor, list[RowTarget], bool], int] | None = None
+    memory_fitted: bool = False
 
     def begin_call(self) -> int | None:
         """Count a model call; the sampler step it starts if that step is to be guided, else None."""
@@ -81,6 +85,10 @@ class GuidedPass:
         alpha = float(self.plan.alphas[step])
         keep = self.keep_maps and step in (self.plan.guided[0], self.plan.guided[-1])
         c_in = c_in.to(device=x.device, dtype=torch.float32).reshape(-1, 1, 1, 1)
+        if not self.memory_fitted:
+            self.memory_fitted = True
+            if not self.fit_memory(x, rows):
+                return None
         try:
             out = guidance_step(x.float() * c_in, rows, run_unet, self.recorder, alpha, loss=self.loss,
                                 smooth=self.smooth, refinement=self.plan.refinement_for(step),
@@ -103,6 +111,35 @@ class GuidedPass:
         self.trace.append(StepTrace(step, alpha, out.passes, out.losses, out.skipped, list(rows), out.maps))
         self._report(step, out)
         return out
+
+    def fit_memory(self, x: torch.Tensor, rows: list[RowTarget]) -> bool:
+        """Before the pass's first guided step, where the device says what it has free: the images
+        per pass and checkpointing from the estimate (``memory_plan.fit``). False: no pass fits,
+        guidance stops for this pass. A failed estimate leaves the limit as it was."""
+        free = free_bytes(x.device) if self.estimate is not None else None
+        images = len({r.image for r in rows if r.guided(self.loss)})
+        if free is None or not images:
+            return True
+        peaks: dict[tuple[int, bool], int] = {}
+
+        def peak(k: int, checkpoint: bool) -> int:
+            if (k, checkpoint) not in peaks:
+                group = image_rows([r for r in rows if r.guided(self.loss)], k)
+                peaks[k, checkpoint] = self.estimate(x[:k], group, checkpoint)
+            return peaks[k, checkpoint]
+
+        try:
+            self.limit, note = fit(peak, images, free, self.limit)
+        except PassTooLarge as e:
+            self.stopped = str(e)
+            self.warn(f"{e}: this pass is unguided (lower the batch size or resolution)")
+            return False
+        except Exception as e:  # noqa: BLE001 - the estimate is an aid; the out-of-memory chain remains
+            self.warn(f"memory estimate failed ({type(e).__name__}: {e}); guidance falls back if it runs out of memory")
+            return True
+        if note:
+            self.warn(note)
+        return True
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:

@@ -145,13 +145,12 @@ def row_losses(maps: torch.Tensor, rows: Sequence[RowTarget], loss: str, smooth:
     return torch.stack(out)
 
 
-def _loss_and_grad(z: torch.Tensor, images: list[int], rows: Sequence[RowTarget], run_unet, recorder: Recorder,
-                   loss: str, smooth: bool, truncate: bool, scale: float = 1.0, length: str = "normalised"):
-    """One forward + backward over ``images``: (loss [k], grad [k, C, h, w], {row: maps}) in float32,
-    each image's loss scaled by its ``length.loss_factor``.
-    The backward runs on the loss times ``scale``; the gradient is divided by it again. A loss
-    that does not reach the latent, or reaches it with a gradient of exactly zero, raises
-    ``GradientBlocked``: guiding with it would move nothing, or not along the loss."""
+def pass_gradient(z: torch.Tensor, images: list[int], rows: Sequence[RowTarget], run_unet, recorder: Recorder,
+                  loss: str, smooth: bool, truncate: bool, scale: float = 1.0, length: str = "normalised"):
+    """One forward + backward over ``images``: (loss [k] detached, grad [k, C, h, w] of the loss
+    times ``scale`` or None, {row: maps}), each image's loss scaled by its ``length.loss_factor``.
+    Reads no tensor's values, so it also runs on fake tensors (``memory_estimate``). A loss that
+    does not depend on the latent raises ``GradientBlocked``."""
     position = {img: k for k, img in enumerate(images)}
     sel = [i for i, row in enumerate(rows) if row.image in position and row.guided(loss)]
     leaf = z[images].detach().requires_grad_(True)
@@ -168,10 +167,18 @@ def _loss_and_grad(z: torch.Tensor, images: list[int], rows: Sequence[RowTarget]
         if not total.requires_grad:
             raise GradientBlocked("the loss does not depend on the latent")
         grad, = torch.autograd.grad(total * scale if scale != 1 else total, leaf, allow_unused=True)
+    return per_image.detach(), grad, dict(zip(sel, maps.detach()))
+
+
+def _loss_and_grad(z, images, rows, run_unet, recorder, loss, smooth, truncate, scale=1.0, length="normalised"):
+    """``pass_gradient`` in float32, the gradient divided by ``scale`` again. A loss whose
+    gradient to the latent is exactly zero raises ``GradientBlocked``: guiding with it would
+    move nothing, or not along the loss."""
+    per_image, grad, maps = pass_gradient(z, images, rows, run_unet, recorder, loss, smooth, truncate, scale, length)
     if grad is None or not bool(grad.any()):
         raise GradientBlocked("the loss has no gradient to the latent")
     grad = grad.float() if scale == 1 else grad.float() / scale
-    return per_image.detach(), grad, dict(zip(sel, maps.detach()))
+    return per_image, grad, maps
 
 
 def _fall_back(limit: BatchLimit, size: int, notes: list[str]) -> None:

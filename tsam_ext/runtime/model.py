@@ -175,7 +175,7 @@ def load_parts(state: dict[str, torch.Tensor], parts: dict[str, nn.Module], fami
             raise ValueError(f"{name} does not fit {family} at '{prefix}': missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
-def _sdpa_forward(self, x, context=None, mask=None, **kwargs):
+def sdpa_forward(self, x, context=None, mask=None, **kwargs):
     """ldm ``CrossAttention.forward`` through torch's fused attention, as A1111's default "sdp"
     optimisation does: same maths, no materialised attention matrix."""
     context = x if context is None else context
@@ -192,5 +192,5 @@ def use_sdpa(model: Diffusion) -> Diffusion:
 
     for m in model.unet.modules():
         if isinstance(m, CrossAttention):
-            m.forward = types.MethodType(_sdpa_forward, m)
+            m.forward = types.MethodType(sdpa_forward, m)
     return model

@@ -9,6 +9,8 @@ size by default (``model_channels`` / ``text_head_dim`` shrink them for a CPU), 
 | sdxl  | SDXL layout, 70 attn2 (60)     | CLIP ViT-L + OpenCLIP ViT-bigG | eps        |
 """
 
+from torch import nn
+
 from . import sd1, sd2, sdxl
 from .model import Diffusion
 
@@ -26,6 +28,17 @@ def build(arch: str, model_channels: int = 320, decoder: bool = True, seed: int 
         return sd2.build(v_prediction=arch == "sd2-v", **common)
     if arch == "sdxl":
         return sdxl.build(**common)
+    raise ValueError(f"unknown arch {arch!r}; one of {', '.join(ARCHES)}")
+
+
+def unet(arch: str, model_channels: int = 320) -> nn.Module:
+    """A family's UNet alone, at its real text width, with the module's own initial weights."""
+    if arch == "sd1":
+        return sd1.sd1_unet(model_channels)
+    if arch in ("sd2", "sd2-v"):
+        return sd2.sd2_unet(model_channels)
+    if arch == "sdxl":
+        return sdxl.sdxl_unet(model_channels)
     raise ValueError(f"unknown arch {arch!r}; one of {', '.join(ARCHES)}")
 
 

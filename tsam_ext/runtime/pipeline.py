@@ -16,6 +16,7 @@ from torch import nn
 from ..core.controller import GuidedPass
 from ..core.diagnostics import token_labels
 from ..core.guidance import CHUNK, ChunkTarget, RowTarget
+from ..core.memory_plan import unet_estimate
 from ..core.recorder import Recorder
 from ..core.samplers import profile_for, step_count
 from ..core.schedule import Refinement, make_plan
@@ -148,8 +149,12 @@ def generate(model: Diffusion, prompts: list[str], seeds: list[int], settings: S
         plan = make_plan(step_count(func_name, {"sigmas": sigmas}, steps), settings.alpha, settings.guided_fraction,
                          Refinement(settings.refine_iterations, refinement.extra, refinement.tolerance,
                                     refinement.patience, early_stop=settings.early_stop) if settings.refine else None)
-        guided = make_pass(plan, profile_for(func_name), Recorder(model.unet), loss=settings.loss,
-                           length=settings.length_scaling, smooth=settings.smoothing, truncate=truncate, keep_maps=keep_maps, log=log)
+        recorder = Recorder(model.unet)
+        guided = make_pass(plan, profile_for(func_name), recorder, loss=settings.loss,
+                           length=settings.length_scaling, smooth=settings.smoothing, truncate=truncate, keep_maps=keep_maps, log=log,
+                           estimate=unet_estimate(recorder, cond, loss=settings.loss,
+                                                  smooth=settings.smoothing, truncate=truncate,
+                                                  length=settings.length_scaling))
     denoiser = CFGDenoiser(model_wrap, cond, uncond, cfg_scale, guided, rows)
     x = initial_noise(seeds, (4, height // 8, width // 8), model.device) * sigmas[0]
     kwargs = {}

@@ -79,16 +79,21 @@ class SD1(Diffusion):
         super().make_peaky()
 
 
+def sd1_unet(model_channels: int = 320, context_dim: int = 768) -> nn.Module:
+    """ldm's ``UNetModel`` in SD 1.x's configuration."""
+    from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    return UNetModel(**dict(UNET_CONFIG, model_channels=model_channels, context_dim=context_dim))
+
+
 def build(model_channels: int = 320, decoder: bool = True, seed: int = 0, peaky: bool = True,
           text_head_dim: int | None = None) -> SD1:
     """SD1.x's modules with deterministic random weights; ``model_channels`` < 320 and
     ``text_head_dim`` < 64 shrink the UNet and CLIP (same layers and heads)."""
-    from ldm.modules.diffusionmodules.openaimodel import UNetModel
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         text_width = TEXT_CONFIG["num_attention_heads"] * text_head_dim if text_head_dim else TEXT_CONFIG["hidden_size"]
-        unet = UNetModel(**dict(UNET_CONFIG, model_channels=model_channels, context_dim=text_width))
+        unet = sd1_unet(model_channels, text_width)
         text = clip_text_model(text_head_dim)
         dec, post = vae_decoder() if decoder else (None, None)
         return randomise(SD1(unet, text, dec, post), peaky)

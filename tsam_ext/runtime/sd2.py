@@ -94,18 +94,22 @@ class SD2(Diffusion):
         super().make_peaky()
 
 
+def sd2_unet(model_channels: int = 320, context_dim: int = 1024) -> nn.Module:
+    """ldm's ``UNetModel`` in SD 2.x's configuration."""
+    from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    return UNetModel(**dict(UNET_CONFIG, model_channels=model_channels, context_dim=context_dim,
+                            num_head_channels=head_channels(model_channels)))
+
+
 def build(model_channels: int = 320, decoder: bool = True, seed: int = 0, peaky: bool = True,
           v_prediction: bool = False, text_head_dim: int | None = None) -> SD2:
     """SD 2.x's modules with deterministic random weights; ``model_channels`` < 320 and
     ``text_head_dim`` < 64 shrink the UNet and the text tower (same layers and heads)."""
-    from ldm.modules.diffusionmodules.openaimodel import UNetModel
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         text = open_clip_embedder(text_head_dim)
-        context = text.model.transformer.width
-        unet = UNetModel(**dict(UNET_CONFIG, model_channels=model_channels, context_dim=context,
-                                num_head_channels=head_channels(model_channels)))
+        unet = sd2_unet(model_channels, text.model.transformer.width)
         dec, post = vae_decoder() if decoder else (None, None)
         return randomise(SD2(unet, text, dec, post, v_prediction), peaky)
 
