@@ -2,7 +2,8 @@
 fix, img2img, scripts and infotext; nothing of T-SAM's is imported).
 
     python bench/webui_check.py --url http://127.0.0.1:7880 --family sdxl|sd2|sd1 [--log SERVER_LOG]
-                                [--only NAME ...] [--size 128] [--off-hashes FILE] [--absent]
+                                [--only NAME ...] [--size 128] [--steps 10] [--off-hashes FILE] [--absent]
+                                [--refiner TITLE [--refiner-switch 0.3]] [--forge]
 
 One line per check, ``PASS``/``FAIL name: figures``; the exit status is 1 if any failed. The
 checkpoint of ``--family`` must be loaded (``--ckpt`` or the options endpoint). With ``--log``
@@ -10,6 +11,7 @@ checkpoint of ``--family`` must be loaded (``--ckpt`` or the options endpoint). 
 k/N") and checked: steps 1..N guided, each once, N = round(60% of the steps the sampler runs).
 Off == absent: ``--off-hashes FILE`` records the pixels of unguided images (T-SAM disabled);
 run again with ``--absent`` against a WebUI without the extension to compare them bit for bit.
+``--forge`` adds the hires key Forge's API needs (``hr_additional_modules``; it fails without it).
 """
 
 import argparse
@@ -42,8 +44,9 @@ class Failed(Exception):
 
 
 class WebUI:
-    def __init__(self, url: str, log: str | None, size: int):
-        self.url, self.log, self.size = url.rstrip("/"), log, size
+    def __init__(self, url: str, log: str | None, size: int, steps: int = 10, forge: bool = False):
+        self.url, self.log, self.size, self.steps = url.rstrip("/"), log, size, steps
+        self.hires_keys = {"hr_additional_modules": ["Use same choices"]} if forge else {}
 
     def post(self, path: str, body: dict) -> dict:
         req = urllib.request.Request(self.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
@@ -56,7 +59,7 @@ class WebUI:
 
     def generate(self, tsam: dict | None, path: str = "/sdapi/v1/txt2img", **fields) -> tuple[dict, list[str], str]:
         """(info, images as base64 PNGs, the console lines written meanwhile)."""
-        body = {"prompt": PROMPT, "negative_prompt": "", "seed": 1234, "steps": 10, "width": self.size,
+        body = {"prompt": PROMPT, "negative_prompt": "", "seed": 1234, "steps": self.steps, "width": self.size,
                 "height": self.size, "sampler_name": "Euler a", "cfg_scale": 7, "save_images": False} | fields
         if tsam is not None:
             body.setdefault("alwayson_scripts", {})["T-SAM"] = {"args": [tsam]}
@@ -132,7 +135,7 @@ def expect_steps(console: str, sampler: str, steps: int, refine: bool) -> str:
 
 
 def check_sampler(ui: WebUI, sampler: str, preset: dict):
-    steps = 20 if sampler == "Restart" else 10
+    steps = 2 * ui.steps if sampler == "Restart" else ui.steps
     info, _, console = ui.generate(preset, sampler_name=sampler, steps=steps)
     return f"{expect_guided(info)}; {expect_steps(console, sampler, steps, preset.get('refine', True))}"
 
@@ -152,7 +155,7 @@ def check_batch(ui: WebUI):
 
 def check_hires(ui: WebUI, guide_second: bool):
     info, _, console = ui.generate(FAST | {"hires": guide_second}, enable_hr=True, hr_scale=1.5, denoising_strength=0.5,
-                                   hr_second_pass_steps=6, hr_upscaler="Latent")
+                                   hr_second_pass_steps=6, hr_upscaler="Latent", **ui.hires_keys)
     found = expect_guided(info, keys=("T-SAM hires pass",))
     hires = any(h for t in traces(info) for *_x, h in t)
     if hires != guide_second:
@@ -164,7 +167,7 @@ def check_img2img(ui: WebUI):
     _, images, _ = ui.generate(None, steps=4)
     info, _, console = ui.generate(FAST, "/sdapi/v1/img2img", init_images=[images[0]], denoising_strength=0.6)
     found = expect_guided(info)
-    run = int(0.6 * 10) + 1  # t_enc + 1 steps of img2img at denoising 0.6
+    run = int(0.6 * ui.steps) + 1  # t_enc + 1 steps of img2img at denoising 0.6
     if console and f"/{math.floor(0.6 * run + 0.5)}:" not in console:
         raise Failed(f"{found}; guided steps not of {run} steps run: {STEP_LINE.findall(console)}")
     return found
@@ -203,8 +206,8 @@ def check_xyz(ui: WebUI):
     return f"axis {axes[axis]!r}: cells {chosen}; {expect_guided({'infotexts': cells})}"
 
 
-def check_refiner(ui: WebUI, refiner: str):
-    info, _, console = ui.generate(FAST, refiner_checkpoint=refiner, refiner_switch_at=0.3)
+def check_refiner(ui: WebUI, refiner: str, switch: float = 0.3):
+    info, _, console = ui.generate(FAST, refiner_checkpoint=refiner, refiner_switch_at=switch)
     said = [line for line in console.splitlines() if "refiner" in line and "T-SAM" in line]
     if ui.log and not said:
         raise Failed(f"nothing said about the refiner in the console; {STEP_LINE.findall(console)}")
@@ -227,7 +230,7 @@ def check_off(ui: WebUI, record: str | None, absent: bool):
     """Off == absent: T-SAM disabled vs no T-SAM entry (same server), and vs a WebUI without the
     extension (hashes recorded in ``record`` by the run with it, compared by the ``--absent`` run)."""
     cases = {"txt2img": {}, "hires": {"enable_hr": True, "hr_scale": 1.5, "denoising_strength": 0.5,
-                                      "hr_second_pass_steps": 4, "hr_upscaler": "Latent"}}
+                                      "hr_second_pass_steps": 4, "hr_upscaler": "Latent"} | ui.hires_keys}
     hashes = {}
     for name, fields in cases.items():
         _, plain, _ = ui.generate(None, **fields)
@@ -258,7 +261,7 @@ def checks(family: str, args) -> dict:
     if family == "sdxl":
         found |= {"text encoder both/clip-l/bigg": (check_text_encoder,), "X/Y/Z text encoder axis": (check_xyz,)}
     if args.refiner:
-        found[f"refiner {args.refiner} at 0.3"] = (check_refiner, args.refiner)
+        found[f"refiner {args.refiner} at {args.refiner_switch}"] = (check_refiner, args.refiner, args.refiner_switch)
     found["off == absent"] = (check_off, args.off_hashes, args.absent)
     if args.absent:
         return {"off == absent": found["off == absent"]}
@@ -272,11 +275,15 @@ def main() -> int:
     p.add_argument("--log", help="the server's console log (T-SAM's step lines are checked from it)")
     p.add_argument("--size", type=int, default=128, help="px (small: the checks are about plumbing, not pictures)")
     p.add_argument("--only", nargs="+", help="run the checks whose name contains one of these")
-    p.add_argument("--refiner", help="checkpoint title to switch to at 0.3 (another family's tiny checkpoint)")
+    p.add_argument("--refiner", help="checkpoint title to switch to (another family's tiny checkpoint)")
+    p.add_argument("--refiner-switch", type=float, default=0.3, help="refiner switch point (0.3: T-SAM's guided "
+                   "steps go on after the switch, on the refiner)")
+    p.add_argument("--steps", type=int, default=10, help="sampling steps of every request (Restart: twice)")
+    p.add_argument("--forge", action="store_true", help="send the hires key Forge's API needs")
     p.add_argument("--off-hashes", help="file for the unguided images' pixel hashes (off == absent)")
     p.add_argument("--absent", action="store_true", help="the extension is not installed: compare with --off-hashes")
     args = p.parse_args()
-    ui = WebUI(args.url, args.log, args.size)
+    ui = WebUI(args.url, args.log, args.size, args.steps, args.forge)
     model = ui.get("/sdapi/v1/options")["sd_model_checkpoint"]
     print(f"{args.url}: {model} ({args.family}), {args.size} px", flush=True)
     return report({name: (func, ui, *fargs) for name, (func, *fargs) in checks(args.family, args).items()})
