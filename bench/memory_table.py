@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import os
 import sys
-import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE)]
@@ -29,8 +28,7 @@ from tsam_ext.core.memory_plan import GIB, MARGIN, bare_unet_call, synthetic_row
 from tsam_ext.core.checkpointing import checkpointed  # noqa: E402
 from tsam_ext.core.recorder import Recorder  # noqa: E402
 from tsam_ext.runtime import models  # noqa: E402
-from tsam_ext.core.fused_attention import is_attention  # noqa: E402
-from tsam_ext.runtime.model import sdpa_forward, use_sdpa  # noqa: E402
+from tsam_ext.runtime.model import sdpa_unet, use_sdpa  # noqa: E402
 
 CARDS = (8, 12, 16, 24)
 SIZES = {"sd1": [(512, 512), (768, 768)], "sd2": [(768, 768)], "sdxl": [(1024, 1024), (832, 1216)]}
@@ -92,10 +90,7 @@ def fake_unet(family: str):
     finally:
         torch.set_default_dtype(default)
     unet.dtype = torch.float16
-    for layer in unet.modules():
-        if is_attention(layer):
-            layer.forward = types.MethodType(sdpa_forward, layer)
-    return unet, mode
+    return sdpa_unet(unet), mode
 
 
 def project(families: list[str], batches: list[int]) -> list[tuple]:

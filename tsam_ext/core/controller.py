@@ -117,15 +117,15 @@ class GuidedPass:
         per pass and checkpointing from the estimate (``memory_plan.fit``). False: no pass fits,
         guidance stops for this pass. A failed estimate leaves the limit as it was."""
         free = free_bytes(x.device) if self.estimate is not None else None
-        images = len({r.image for r in rows if r.guided(self.loss)})
+        guided = [r for r in rows if r.guided(self.loss)]
+        images = len({r.image for r in guided})
         if free is None or not images:
             return True
         peaks: dict[tuple[int, bool], int] = {}
 
         def peak(k: int, checkpoint: bool) -> int:
             if (k, checkpoint) not in peaks:
-                group = image_rows([r for r in rows if r.guided(self.loss)], k)
-                peaks[k, checkpoint] = self.estimate(x[:k], group, checkpoint)
+                peaks[k, checkpoint] = self.estimate(x[:k], image_rows(guided, k), checkpoint)
             return peaks[k, checkpoint]
 
         try:

@@ -175,7 +175,7 @@ def load_parts(state: dict[str, torch.Tensor], parts: dict[str, nn.Module], fami
             raise ValueError(f"{name} does not fit {family} at '{prefix}': missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
-def sdpa_forward(self, x, context=None, mask=None, **kwargs):
+def _sdpa_forward(self, x, context=None, mask=None, **kwargs):
     """ldm ``CrossAttention.forward`` through torch's fused attention, as A1111's default "sdp"
     optimisation does: same maths, no materialised attention matrix."""
     context = x if context is None else context
@@ -186,11 +186,17 @@ def sdpa_forward(self, x, context=None, mask=None, **kwargs):
     return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
 
 
-def use_sdpa(model: Diffusion) -> Diffusion:
-    """Give every attention layer of the UNet the fused-attention forward (per instance)."""
+def sdpa_unet(unet: nn.Module) -> nn.Module:
+    """Give every attention layer of ``unet`` the fused-attention forward (per instance)."""
     from ldm.modules.attention import CrossAttention
 
-    for m in model.unet.modules():
+    for m in unet.modules():
         if isinstance(m, CrossAttention):
-            m.forward = types.MethodType(sdpa_forward, m)
+            m.forward = types.MethodType(_sdpa_forward, m)
+    return unet
+
+
+def use_sdpa(model: Diffusion) -> Diffusion:
+    """``sdpa_unet`` on the model's UNet."""
+    sdpa_unet(model.unet)
     return model
